@@ -1,1 +1,26 @@
-//! placeholder
+//! `policy-layer`: a tower layer that enforces AgentCore-compatible Cedar policies on MCP
+//! tool calls.
+//!
+//! The request flow, one module per step: [`jsonrpc`] parses the body, [`auth`] proves who the
+//! caller is, [`model`] builds the Cedar request, [`engine`] decides (AuthorizeAction for
+//! `tools/call`, PartiallyAuthorizeActions for `tools/list`), [`response`] answers denials, and
+//! [`PolicyLayer`] / [`PolicyService`] tie it into any tower HTTP service.
+
+pub mod auth;
+pub mod engine;
+pub mod jsonrpc;
+pub mod model;
+pub mod body;
+pub mod config;
+pub mod filter;
+pub mod layer;
+pub mod record;
+pub mod response;
+pub mod service;
+
+pub use body::PolicyBody;
+pub use config::{DenyStyle, ExceptionLevel, Mode, Settings};
+pub use engine::{PolicyEngine, PolicySource};
+pub use layer::PolicyLayer;
+pub use record::{CallRecord, DecisionObserver, ListRecord};
+pub use service::PolicyService;

@@ -1,0 +1,109 @@
+//! The response body of [`crate::PolicyService`]: the upstream's body untouched, a local
+//! answer, or an SSE stream being rewritten event by event.
+
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+
+use crate::filter::sse::SseRewriter;
+
+/// Boxed error type of the response body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pin_project_lite::pin_project! {
+    /// The response body of [`crate::PolicyService`].
+    #[project = PolicyBodyProj]
+    pub enum PolicyBody<B> {
+        /// The upstream's body, streamed unchanged.
+        Inner { #[pin] body: B },
+        /// A body made by the layer (local answers, rewritten JSON).
+        Full { data: Option<Bytes> },
+        /// An upstream SSE stream with the tools/list event rewritten.
+        Sse { #[pin] body: B, rewriter: Box<SseRewriter>, done: bool },
+    }
+}
+
+impl<B> PolicyBody<B> {
+    /// A complete body.
+    #[must_use]
+    pub fn full(data: Bytes) -> Self {
+        Self::Full {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+}
+
+impl<B> From<Bytes> for PolicyBody<B> {
+    fn from(data: Bytes) -> Self {
+        Self::full(data)
+    }
+}
+
+impl<B> Body for PolicyBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project() {
+            PolicyBodyProj::Inner { body } => body.poll_frame(cx).map_err(Into::into),
+            PolicyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            PolicyBodyProj::Sse {
+                mut body,
+                rewriter,
+                done,
+            } => loop {
+                if *done {
+                    return Poll::Ready(None);
+                }
+                match ready!(body.as_mut().poll_frame(cx)) {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(chunk) => match rewriter.feed(chunk) {
+                            Ok(out) if out.is_empty() => {}
+                            Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                            Err((out, e)) => {
+                                *done = true;
+                                tracing::warn!(error = %e, "closing the event stream");
+                                return Poll::Ready(Some(Ok(Frame::data(out))));
+                            }
+                        },
+                        // Trailers: SSE has none worth keeping.
+                        Err(_) => {}
+                    },
+                    Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
+                    None => {
+                        *done = true;
+                        let out = rewriter.finish();
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                }
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Inner { body } => body.is_end_stream(),
+            Self::Full { data } => data.is_none(),
+            Self::Sse { done, .. } => *done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Inner { body } => body.size_hint(),
+            Self::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Self::Sse { .. } => SizeHint::default(),
+        }
+    }
+}

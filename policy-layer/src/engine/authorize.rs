@@ -1,0 +1,131 @@
+//! AuthorizeAction: one tools/call against the policies that can apply to its tool.
+
+use cedar_policy::{Authorizer, Decision, PolicySet, Request, Response};
+use serde_json::Value;
+
+use super::Snapshot;
+use crate::auth::Identity;
+use crate::model::{InputError, TypedInput};
+
+/// The record of one AuthorizeAction: what was decided and why (SPEC sections 4 and 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Allow or deny, by the enforced policies.
+    pub decision: Decision,
+    /// The policies that decided: satisfied forbids on a deny, satisfied permits on an allow.
+    pub determining: Vec<String>,
+    /// Evaluation errors (such a policy does not apply), as `<policy id>: <error>`.
+    pub errors: Vec<String>,
+    /// Shadow policies that matched this request.
+    pub shadow_matched: Vec<String>,
+    /// Shadow policies that would have flipped the decision had they been enforced.
+    pub shadow_flipping: Vec<String>,
+}
+
+impl Outcome {
+    /// Whether the call is allowed.
+    #[must_use]
+    pub fn allowed(&self) -> bool {
+        self.decision == Decision::Allow
+    }
+
+    /// The reason of a deny, as AgentCore words it (SPEC section 7).
+    #[must_use]
+    pub fn deny_reason(&self) -> String {
+        if self.determining.is_empty() {
+            "Policy evaluation denied due to no determining policies".to_owned()
+        } else {
+            format!("Policy evaluation denied due to {}", self.determining.join(", "))
+        }
+    }
+}
+
+/// Why no decision could be made for a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthorizeError {
+    /// The arguments do not fit the tool's input schema.
+    #[error("{0}")]
+    Input(#[from] InputError),
+    /// The engine could not evaluate the request.
+    #[error("policy evaluation failed: {0}")]
+    Engine(String),
+}
+
+impl Snapshot {
+    /// Decides a call of `tool` with `arguments` by `identity`.
+    ///
+    /// # Errors
+    /// [`AuthorizeError::Input`] when the arguments do not fit the tool's schema,
+    /// [`AuthorizeError::Engine`] when Cedar cannot evaluate the request.
+    pub fn authorize(
+        &self,
+        identity: &Identity,
+        tool: &str,
+        arguments: Option<&Value>,
+    ) -> Result<Outcome, AuthorizeError> {
+        let input_type = self.input_type(tool);
+        let context = TypedInput::new(arguments, input_type)?.into_context()?;
+        let sets = self.index.for_tool(tool);
+        let model = &self.model;
+        let request = Request::new(
+            model.principal_uid(identity),
+            model.action_uid(tool),
+            model.resource_uid(),
+            context,
+            None,
+        )
+        .map_err(|e| AuthorizeError::Engine(e.to_string()))?;
+        let entities = self.entities(identity, tool, sets).map_err(AuthorizeError::Engine)?;
+
+        let authorizer = Authorizer::new();
+        let response = authorizer.is_authorized(&request, &sets.active, &entities);
+        let decision = response.decision();
+        let mut outcome = Outcome {
+            decision,
+            determining: policy_ids(&response),
+            errors: errors(&response),
+            shadow_matched: Vec::new(),
+            shadow_flipping: Vec::new(),
+        };
+        if sets.has_shadow() {
+            let eval = |set: &PolicySet| authorizer.is_authorized(&request, set, &entities);
+            let forbids = eval(&sets.shadow_forbids);
+            let permits = eval(&sets.shadow_permits);
+            let matched_forbids = policy_ids(&forbids);
+            let matched_permits = if permits.decision() == Decision::Allow {
+                policy_ids(&permits)
+            } else {
+                Vec::new()
+            };
+            // A shadow forbid flips an allow; a shadow permit flips a deny that no forbid made.
+            outcome.shadow_flipping = match decision {
+                Decision::Allow => matched_forbids.clone(),
+                Decision::Deny if outcome.determining.is_empty() => matched_permits.clone(),
+                Decision::Deny => Vec::new(),
+            };
+            outcome.shadow_matched = matched_forbids;
+            outcome.shadow_matched.extend(matched_permits);
+            outcome.errors.extend(errors(&forbids));
+            outcome.errors.extend(errors(&permits));
+        }
+        Ok(outcome)
+    }
+}
+
+fn policy_ids(response: &Response) -> Vec<String> {
+    let mut ids: Vec<String> = response
+        .diagnostics()
+        .reason()
+        .map(|id| AsRef::<str>::as_ref(id).to_owned())
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+fn errors(response: &Response) -> Vec<String> {
+    response
+        .diagnostics()
+        .errors()
+        .map(ToString::to_string)
+        .collect()
+}

@@ -1,0 +1,138 @@
+//! The action index: for each tool, only the policies whose action scope can match it.
+//!
+//! A policy's action scope (`action == A`, `action in [A, B]`, `action in Group`, or
+//! unconstrained) names the entities it can match. A request for tool `t` can only be matched
+//! by unconstrained policies, by policies naming `t`'s action, or by policies naming one of its
+//! groups (target, extra groups, `CallTool`, `Mcp`). Each known tool gets its policy sets built
+//! once per snapshot; every tool no policy names shares one fallback set, so a call never
+//! evaluates policies that cannot apply and never builds a set on the request path.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use cedar_policy::{ActionConstraint, Effect, Entity, EntityUid, PolicySet};
+
+use super::policies::{Enforcement, LoadedPolicies};
+use crate::model::{ActionModel, ToolCatalog};
+
+/// The policy sets that can apply to one tool, and the entities its requests need.
+#[derive(Debug, Clone, Default)]
+pub struct ToolPolicies {
+    /// The enforced policies (they decide).
+    pub active: PolicySet,
+    /// Shadow permits (`@enforcement("LOG_ONLY")`).
+    pub shadow_permits: PolicySet,
+    /// Shadow forbids.
+    pub shadow_forbids: PolicySet,
+    /// The action entity with its groups, and the resource.
+    pub entities: Vec<Entity>,
+    /// How many policies can apply (active and shadow).
+    pub candidates: usize,
+}
+
+impl ToolPolicies {
+    /// Whether there are shadow policies to evaluate beside the active set.
+    #[must_use]
+    pub fn has_shadow(&self) -> bool {
+        !self.shadow_permits.is_empty() || !self.shadow_forbids.is_empty()
+    }
+}
+
+/// Per-tool policy sets for a policy snapshot.
+#[derive(Debug, Default)]
+pub struct PolicyIndex {
+    by_tool: HashMap<String, Arc<ToolPolicies>>,
+    fallback: Arc<ToolPolicies>,
+}
+
+/// Where a policy's action scope points.
+#[derive(Default)]
+struct Buckets {
+    any: Vec<usize>,
+    tools: HashMap<String, Vec<usize>>,
+    groups: HashMap<String, Vec<usize>>,
+}
+
+impl PolicyIndex {
+    /// Indexes `policies` for the tools of `catalog`, of the model's groups and of the
+    /// policies themselves.
+    #[must_use]
+    pub fn build(policies: &LoadedPolicies, model: &ActionModel, catalog: &ToolCatalog) -> Self {
+        let mut buckets = Buckets::default();
+        for (i, loaded) in policies.policies.iter().enumerate() {
+            let uids: Vec<EntityUid> = match loaded.policy.action_constraint() {
+                ActionConstraint::Any => {
+                    buckets.any.push(i);
+                    continue;
+                }
+                ActionConstraint::Eq(uid) => vec![uid],
+                ActionConstraint::In(uids) => uids,
+            };
+            for uid in uids.iter().filter(|u| model.is_action(u)) {
+                let id = uid.id().unescaped();
+                match model.tool_of_action(id) {
+                    Some(tool) => buckets.tools.entry(tool.to_owned()).or_default().push(i),
+                    None => buckets.groups.entry(id.to_owned()).or_default().push(i),
+                }
+            }
+        }
+        let mut tools: BTreeSet<&str> = catalog.iter().map(|t| t.name.as_str()).collect();
+        tools.extend(buckets.tools.keys().map(String::as_str));
+        tools.extend(model.config().groups.values().flatten().map(String::as_str));
+        let by_tool = tools
+            .into_iter()
+            .map(|tool| {
+                let sets = Self::sets_for(policies, model, &buckets, Some(tool));
+                (tool.to_owned(), Arc::new(sets))
+            })
+            .collect();
+        let fallback = Arc::new(Self::sets_for(policies, model, &buckets, None));
+        Self { by_tool, fallback }
+    }
+
+    /// The policies that can apply to a call of `tool`.
+    #[must_use]
+    pub fn for_tool(&self, tool: &str) -> &Arc<ToolPolicies> {
+        self.by_tool.get(tool).unwrap_or(&self.fallback)
+    }
+
+    /// Whether `tool` is named by a policy, a group or the catalog.
+    #[must_use]
+    pub fn knows(&self, tool: &str) -> bool {
+        self.by_tool.contains_key(tool)
+    }
+
+    fn sets_for(
+        policies: &LoadedPolicies,
+        model: &ActionModel,
+        buckets: &Buckets,
+        tool: Option<&str>,
+    ) -> ToolPolicies {
+        // An unnamed tool is in the target, `CallTool` and `Mcp` only; its action entity
+        // is built per request (see `Snapshot::authorize`), the rest here.
+        let probe = tool.unwrap_or("");
+        let mut candidates: BTreeSet<usize> = buckets.any.iter().copied().collect();
+        if let Some(tool) = tool {
+            candidates.extend(buckets.tools.get(tool).into_iter().flatten());
+        }
+        for group in model.ancestors(probe) {
+            candidates.extend(buckets.groups.get(group.id().unescaped()).into_iter().flatten());
+        }
+        let mut out = ToolPolicies {
+            entities: if tool.is_some() { model.action_entities(probe) } else { Vec::new() },
+            candidates: candidates.len(),
+            ..ToolPolicies::default()
+        };
+        for i in candidates {
+            let loaded = &policies.policies[i];
+            let set = match (loaded.enforcement, loaded.policy.effect()) {
+                (Enforcement::Enforce, _) => &mut out.active,
+                (Enforcement::LogOnly, Effect::Permit) => &mut out.shadow_permits,
+                (Enforcement::LogOnly, Effect::Forbid) => &mut out.shadow_forbids,
+            };
+            // Ids are unique (checked at load), so adding cannot fail.
+            let _ = set.add(loaded.policy.clone());
+        }
+        out
+    }
+}

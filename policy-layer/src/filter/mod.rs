@@ -1,0 +1,203 @@
+//! Response rewriting: tools/list results filtered by PartiallyAuthorizeActions (SPEC section
+//! 5), and local answers merged into the upstream's reply to a batch.
+
+pub mod sse;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tracing::field;
+
+use crate::auth::Identity;
+use crate::config::{Mode, Settings};
+use crate::engine::Snapshot;
+use crate::record::{DecisionObserver, ListRecord};
+use crate::response;
+
+/// What rewriting an upstream reply needs: the pending tools/list ids and the local answers.
+pub struct Rewrite {
+    /// Ids of tools/list requests whose responses are still to be filtered.
+    pub list_ids: Vec<Value>,
+    /// Answers made locally (denials, errors) to merge into the reply.
+    pub local_answers: Vec<String>,
+    /// Whether the request was a batch.
+    pub batch: bool,
+    pub(crate) snapshot: Option<Arc<Snapshot>>,
+    pub(crate) identity: Arc<Identity>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) observer: Arc<dyn DecisionObserver>,
+}
+
+impl std::fmt::Debug for Rewrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rewrite")
+            .field("list_ids", &self.list_ids)
+            .field("local_answers", &self.local_answers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rewrite {
+    /// Whether anything needs rewriting.
+    #[must_use]
+    pub fn is_needed(&self) -> bool {
+        !self.list_ids.is_empty() || !self.local_answers.is_empty()
+    }
+
+    /// Rewrites one upstream JSON-RPC message (as text) if it answers a pending list.
+    /// Returns `None` when the message passes unchanged.
+    pub fn message(&mut self, text: &str) -> Option<String> {
+        if self.list_ids.is_empty() {
+            return None;
+        }
+        let Ok(mut value) = serde_json::from_str::<Value>(text) else {
+            return Some(self.fail_pending());
+        };
+        let Some(pos) = value
+            .get("id")
+            .and_then(|id| self.list_ids.iter().position(|l| l == id))
+        else {
+            return None;
+        };
+        let id = self.list_ids.swap_remove(pos);
+        Some(self.filter_list(id, &mut value))
+    }
+
+    /// Rewrites a whole JSON body (one message or a batch) and merges the local answers.
+    ///
+    /// # Errors
+    /// None: a body that cannot be decoded fails the pending lists closed instead.
+    pub fn json_body(&mut self, body: &[u8]) -> bytes::Bytes {
+        let text = std::str::from_utf8(body).ok();
+        let mut out: Vec<String> = Vec::new();
+        match text.map(|t| serde_json::from_str::<Vec<&RawValue>>(t.trim())) {
+            Some(Ok(items)) => {
+                for item in items {
+                    let text = item.get();
+                    out.push(self.message(text).unwrap_or_else(|| text.to_owned()));
+                }
+            }
+            _ => match text.filter(|t| !t.trim().is_empty()) {
+                Some(t) if serde_json::from_str::<&RawValue>(t.trim()).is_ok() => {
+                    out.push(self.message(t.trim()).unwrap_or_else(|| t.trim().to_owned()));
+                }
+                Some(_) | None if !self.list_ids.is_empty() => out.push(self.fail_pending()),
+                _ => {}
+            },
+        }
+        if !self.list_ids.is_empty() {
+            // The upstream never answered a list it was asked for: fail it closed too.
+            out.push(self.fail_pending());
+        }
+        out.append(&mut self.local_answers);
+        response::join(&out, self.batch || out.len() > 1)
+    }
+
+    /// Answers every pending list with the list failure (an undecodable event or body).
+    pub fn fail_pending(&mut self) -> String {
+        let answers: Vec<String> = self
+            .list_ids
+            .drain(..)
+            .map(|id| {
+                response::tool_error(&id, response::LIST_EVALUATION_FAILED, None)
+            })
+            .collect();
+        self.observer.on_list(&ListRecord {
+            engine: &self.settings.engine_name,
+            mode: self.settings.mode,
+            principal: String::new(),
+            allowed: Vec::new(),
+            denied: Vec::new(),
+            error: Some("the upstream reply could not be decoded".to_owned()),
+            latency: std::time::Duration::ZERO,
+        });
+        tracing::warn!("tools/list reply could not be decoded; failing closed");
+        if answers.len() == 1 {
+            answers.into_iter().next().unwrap_or_default()
+        } else {
+            format!("[{}]", answers.join(","))
+        }
+    }
+
+    fn filter_list(&self, id: Value, message: &mut Value) -> String {
+        let started = Instant::now();
+        let settings = &self.settings;
+        let span = tracing::info_span!(
+            "PartiallyAuthorizeActions",
+            otel.kind = "internal",
+            policy.engine = %settings.engine_name,
+            policy.mode = settings.mode.as_str(),
+            enduser.id = field::Empty,
+            policy.allowed_tools = field::Empty,
+            policy.denied_tools = field::Empty,
+            policy.allowed_tools.count = field::Empty,
+            policy.denied_tools.count = field::Empty,
+            policy.errors = field::Empty,
+        );
+        let _entered = span.enter();
+        let Some(snapshot) = &self.snapshot else {
+            span.record("policy.errors", "no usable policy set");
+            return response::tool_error(&id, response::LIST_EVALUATION_FAILED, None);
+        };
+        let principal = snapshot.model().principal_uid(&self.identity).to_string();
+        span.record("enduser.id", principal.as_str());
+        let Some(tools) = message
+            .get_mut("result")
+            .and_then(|r| r.get_mut("tools"))
+            .and_then(Value::as_array_mut)
+        else {
+            // An error reply, or no tools: nothing to filter.
+            return message.to_string();
+        };
+        let mut allowed = Vec::with_capacity(tools.len());
+        let mut denied = Vec::new();
+        let mut keep = Vec::with_capacity(tools.len());
+        for tool in tools.iter() {
+            let Some(name) = tool.get("name").and_then(Value::as_str) else {
+                keep.push(false);
+                continue;
+            };
+            match snapshot.partially_authorize(&self.identity, name) {
+                Ok(listing) if listing.listed() => {
+                    allowed.push(name.to_owned());
+                    keep.push(true);
+                }
+                Ok(_) => {
+                    denied.push(name.to_owned());
+                    keep.push(settings.mode == Mode::LogOnly);
+                }
+                Err(e) => {
+                    span.record("policy.errors", e.as_str());
+                    self.observer.on_list(&ListRecord {
+                        engine: &settings.engine_name,
+                        mode: settings.mode,
+                        principal,
+                        allowed,
+                        denied,
+                        error: Some(e),
+                        latency: started.elapsed(),
+                    });
+                    return response::tool_error(&id, response::LIST_EVALUATION_FAILED, None);
+                }
+            }
+        }
+        let mut flags = keep.into_iter();
+        tools.retain(|_| flags.next().unwrap_or(false));
+        span.record("policy.allowed_tools", allowed.join(",").as_str());
+        span.record("policy.denied_tools", denied.join(",").as_str());
+        span.record("policy.allowed_tools.count", allowed.len());
+        span.record("policy.denied_tools.count", denied.len());
+        self.observer.on_list(&ListRecord {
+            engine: &settings.engine_name,
+            mode: settings.mode,
+            principal,
+            allowed,
+            denied,
+            error: None,
+            latency: started.elapsed(),
+        });
+        message.to_string()
+    }
+}

@@ -1,0 +1,10 @@
+//! The Cedar model of SPEC section 3: who (principal), which tool (action), where (resource)
+//! and with what (context), built directly as Cedar values.
+
+pub mod context;
+pub mod entities;
+pub mod tools;
+
+pub use context::{InputError, TypedInput};
+pub use entities::{ActionModel, ModelConfig};
+pub use tools::{ToolCatalog, ToolSchema};

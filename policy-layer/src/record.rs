@@ -1,0 +1,87 @@
+//! Decision records: what each AuthorizeAction / PartiallyAuthorizeActions decided, handed to
+//! an observer (the sidecar's metrics and decision log) besides the tracing spans.
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::config::Mode;
+use crate::engine::{AuthorizeError, Outcome};
+
+/// One tools/call decision.
+#[derive(Debug)]
+pub struct CallRecord<'a> {
+    /// The policy engine name.
+    pub engine: &'a str,
+    /// ENFORCE or LOG_ONLY.
+    pub mode: Mode,
+    /// The principal, as a Cedar uid (`AgentCore::OAuthUser::"alice"`).
+    pub principal: String,
+    /// The upstream tool name.
+    pub tool: &'a str,
+    /// The Cedar action id (`<Target>___<tool>`).
+    pub action: String,
+    /// The request id.
+    pub request_id: &'a Value,
+    /// The decision, or why none could be made.
+    pub outcome: Result<&'a Outcome, &'a AuthorizeError>,
+    /// The call's arguments (observers redact them unless told otherwise).
+    pub arguments: Option<&'a Value>,
+    /// Whether the call was forwarded upstream.
+    pub forwarded: bool,
+    /// Time spent deciding.
+    pub latency: Duration,
+}
+
+impl CallRecord<'_> {
+    /// `ALLOW`, `DENY` or `ERROR`.
+    #[must_use]
+    pub fn decision(&self) -> &'static str {
+        match self.outcome {
+            Ok(o) if o.allowed() => "ALLOW",
+            Ok(_) => "DENY",
+            Err(_) => "ERROR",
+        }
+    }
+}
+
+/// One tools/list filtering.
+#[derive(Debug)]
+pub struct ListRecord<'a> {
+    /// The policy engine name.
+    pub engine: &'a str,
+    /// ENFORCE or LOG_ONLY.
+    pub mode: Mode,
+    /// The principal uid.
+    pub principal: String,
+    /// Tools kept.
+    pub allowed: Vec<String>,
+    /// Tools a definite deny removed (or would have, in LOG_ONLY).
+    pub denied: Vec<String>,
+    /// Why filtering failed, if it did (the list was then answered with an error).
+    pub error: Option<String>,
+    /// Time spent deciding.
+    pub latency: Duration,
+}
+
+/// Receives every decision record; the sidecar implements it for metrics and its log.
+pub trait DecisionObserver: Send + Sync + 'static {
+    /// A tools/call was decided (or failed to be).
+    fn on_call(&self, record: &CallRecord<'_>);
+    /// A tools/list response was filtered.
+    fn on_list(&self, record: &ListRecord<'_>) {
+        let _ = record;
+    }
+    /// A request was refused before any decision: authentication failed.
+    fn on_auth_failure(&self, reason: &'static str) {
+        let _ = reason;
+    }
+}
+
+/// An observer that ignores everything (the default).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl DecisionObserver for NoObserver {
+    fn on_call(&self, _: &CallRecord<'_>) {}
+}
