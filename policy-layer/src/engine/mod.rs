@@ -182,3 +182,227 @@ impl PolicyEngine {
         self.inner.current.store(snapshot);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cedar_policy::Decision;
+    use serde_json::{Value, json};
+
+    use crate::auth::PrincipalKind;
+
+    const GATEWAY: &str = "arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway";
+
+    fn model() -> ModelConfig {
+        ModelConfig {
+            target: "RefundTool".into(),
+            gateway_id: GATEWAY.into(),
+            ..ModelConfig::default()
+        }
+    }
+
+    fn user(tags: &[(&str, &str)]) -> Identity {
+        Identity {
+            kind: PrincipalKind::OAuthUser,
+            subject: "alice".into(),
+            tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            expires_at: None,
+        }
+    }
+
+    fn refund_catalog(amount_type: &str) -> ToolCatalog {
+        ToolCatalog::from_list(&json!({"tools": [{
+            "name": "process_refund",
+            "inputSchema": {"type": "object", "properties": {
+                "amount": {"type": amount_type}, "customer_id": {"type": "string"}},
+                "required": ["amount"]}
+        }, {"name": "get_order", "inputSchema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}]}))
+    }
+
+    fn engine(policies: &str, catalog: ToolCatalog) -> PolicyEngine {
+        let engine = PolicyEngine::from_sources(model(), &[PolicySource::new("policies/refund.cedar", policies)])
+            .expect("policies load");
+        engine.set_catalog(catalog);
+        engine
+    }
+
+    fn decide(engine: &PolicyEngine, identity: &Identity, tool: &str, args: Value) -> Result<Outcome, AuthorizeError> {
+        engine.snapshot().expect("snapshot").authorize(identity, tool, Some(&args))
+    }
+
+    fn allowed(engine: &PolicyEngine, amount: Value) -> bool {
+        decide(engine, &user(&[]), "process_refund", json!({"amount": amount, "customer_id": "C001"}))
+            .expect("decides")
+            .allowed()
+    }
+
+    const LIMIT_1000: &str = r#"
+        permit(principal, action == AgentCore::Action::"RefundTool___process_refund",
+               resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway")
+        when { ((context.input).amount).lessThan(decimal("1000.0")) };"#;
+
+    #[test]
+    fn decides_refund_limit_table_of_the_seed() {
+        let engine = engine(LIMIT_1000, refund_catalog("number"));
+        for (amount, expected) in [
+            (json!(500.0), true),
+            (json!(2000.0), false),
+            (json!(999.99), true),
+            (json!(1000.0), false),
+            (json!(0.01), true),
+            (json!(-100.0), true),
+        ] {
+            assert_eq!(allowed(&engine, amount.clone()), expected, "amount {amount}");
+        }
+    }
+
+    #[test]
+    fn number_field_accepts_integer_json_unlike_agentcore() {
+        let engine = engine(LIMIT_1000, refund_catalog("number"));
+        assert!(allowed(&engine, json!(500)));
+        assert!(!allowed(&engine, json!(1000)));
+        let err = decide(&engine, &user(&[]), "process_refund", json!({"amount": "500", "customer_id": "C1"}))
+            .expect_err("a string is not a number");
+        assert_eq!(err.to_string(), "input.amount: expected a number, got a string");
+    }
+
+    #[test]
+    fn integer_schema_with_long_comparison_works_for_both_json_forms() {
+        let policy = r#"permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+                        when { context.input.amount < 1000 };"#;
+        let engine = engine(policy, refund_catalog("integer"));
+        assert!(allowed(&engine, json!(500)));
+        assert!(allowed(&engine, json!(500.0)));
+        assert!(!allowed(&engine, json!(2000)));
+        assert!(decide(&engine, &user(&[]), "process_refund", json!({"amount": 500.5})).is_err());
+    }
+
+    #[test]
+    fn forbid_wins_over_permit_and_is_named() {
+        let policies = format!(
+            r#"{LIMIT_1000}
+            @id("forbid_large")
+            forbid(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+            when {{ context.input.amount.greaterThanOrEqual(decimal("500.0")) }};"#
+        );
+        let engine = engine(&policies, refund_catalog("number"));
+        for (amount, expected) in [(100.0, true), (499.99, true), (500.0, false), (750.0, false), (1000.0, false)] {
+            assert_eq!(allowed(&engine, json!(amount)), expected, "amount {amount}");
+        }
+        let outcome = decide(&engine, &user(&[]), "process_refund", json!({"amount": 750.0})).expect("decides");
+        assert_eq!(outcome.determining, ["forbid_large"]);
+        assert_eq!(outcome.deny_reason(), "Policy evaluation denied due to forbid_large");
+        let outcome = decide(&engine, &user(&[]), "process_refund", json!({"amount": 100.0})).expect("decides");
+        assert_eq!(outcome.determining, ["refund.0"]);
+    }
+
+    #[test]
+    fn role_tag_from_claims_decides() {
+        let policy = r#"permit(principal is AgentCore::OAuthUser,
+                action == AgentCore::Action::"RefundTool___process_refund", resource)
+            when { principal.hasTag("role") && principal.getTag("role") == "refund-agent" && context.input.amount.lessThan(decimal("200.0")) };"#;
+        let engine = engine(policy, refund_catalog("number"));
+        let agent = user(&[("role", "refund-agent")]);
+        let args = json!({"amount": 150, "customer_id": "C1"});
+        assert!(decide(&engine, &agent, "process_refund", args.clone()).expect("decides").allowed());
+        assert!(!decide(&engine, &user(&[("role", "viewer")]), "process_refund", args.clone()).expect("decides").allowed());
+        assert!(!decide(&engine, &user(&[]), "process_refund", args).expect("decides").allowed());
+    }
+
+    #[test]
+    fn tool_without_policy_is_denied_by_default() {
+        let engine = engine(LIMIT_1000, refund_catalog("number"));
+        let outcome = decide(&engine, &user(&[]), "delete_order", json!({"order_id": "1"})).expect("decides");
+        assert_eq!(outcome.decision, Decision::Deny);
+        assert_eq!(outcome.deny_reason(), "Policy evaluation denied due to no determining policies");
+    }
+
+    #[test]
+    fn target_group_and_call_tool_groups_cover_every_tool() {
+        let policy = r#"permit(principal, action in AgentCore::Action::"RefundTool", resource);
+                        forbid(principal, action in [AgentCore::Action::"RefundTool___delete_order"], resource);"#;
+        let engine = engine(policy, refund_catalog("number"));
+        assert!(decide(&engine, &user(&[]), "get_order", json!({})).expect("decides").allowed());
+        assert!(decide(&engine, &user(&[]), "never_listed", json!({})).expect("decides").allowed());
+        assert!(!decide(&engine, &user(&[]), "delete_order", json!({})).expect("decides").allowed());
+        let engine = super::PolicyEngine::from_sources(
+            model(),
+            &[PolicySource::new("p.cedar", r#"permit(principal, action in AgentCore::Action::"CallTool", resource is AgentCore::Gateway);"#)],
+        )
+        .expect("loads");
+        assert!(decide(&engine, &user(&[]), "anything", json!({})).expect("decides").allowed());
+    }
+
+    #[test]
+    fn extra_groups_from_config_are_action_groups() {
+        let mut config = model();
+        config.groups.insert("ReadOnly".into(), vec!["get_order".into()]);
+        let engine = PolicyEngine::from_sources(
+            config,
+            &[PolicySource::new("p.cedar", r#"permit(principal, action in AgentCore::Action::"ReadOnly", resource);"#)],
+        )
+        .expect("loads");
+        assert!(decide(&engine, &user(&[]), "get_order", json!({})).expect("decides").allowed());
+        assert!(!decide(&engine, &user(&[]), "update_order", json!({})).expect("decides").allowed());
+    }
+
+    #[test]
+    fn shadow_policies_never_decide_and_report_flips() {
+        let policies = format!(
+            r#"{LIMIT_1000}
+            @id("shadow_forbid_over_100") @enforcement("LOG_ONLY")
+            forbid(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+            when {{ context.input.amount.greaterThan(decimal("100.0")) }};
+            @id("shadow_permit_all") @enforcement("LOG_ONLY")
+            permit(principal, action, resource);"#
+        );
+        let engine = engine(&policies, refund_catalog("number"));
+        let outcome = decide(&engine, &user(&[]), "process_refund", json!({"amount": 500})).expect("decides");
+        assert!(outcome.allowed(), "a shadow forbid does not deny");
+        assert_eq!(outcome.shadow_matched, ["shadow_forbid_over_100", "shadow_permit_all"]);
+        assert_eq!(outcome.shadow_flipping, ["shadow_forbid_over_100"]);
+        let outcome = decide(&engine, &user(&[]), "process_refund", json!({"amount": 5000})).expect("decides");
+        assert!(!outcome.allowed(), "a shadow permit does not allow");
+        assert_eq!(outcome.shadow_flipping, ["shadow_permit_all"]);
+    }
+
+    #[test]
+    fn evaluation_error_makes_the_policy_not_apply_and_is_reported() {
+        let policy = r#"permit(principal, action, resource) when { context.input.missing == 1 };"#;
+        let engine = engine(policy, refund_catalog("number"));
+        let outcome = decide(&engine, &user(&[]), "get_order", json!({})).expect("decides");
+        assert!(!outcome.allowed());
+        assert_eq!(outcome.errors.len(), 1, "{:?}", outcome.errors);
+    }
+
+    #[test]
+    fn no_policy_set_means_no_snapshot() {
+        let engine = PolicyEngine::new(model());
+        assert!(engine.snapshot().is_none());
+        engine.set_policies(load(&[PolicySource::new("p.cedar", LIMIT_1000)]).expect("loads"));
+        assert!(engine.snapshot().is_some());
+        engine.clear();
+        assert!(engine.snapshot().is_none());
+    }
+
+    #[test]
+    fn partial_evaluation_keeps_input_dependent_tools_and_drops_definite_denies() {
+        let policies = r#"
+            permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+            when { context.input.amount < decimal("1000.0") };
+            permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource);
+            forbid(principal, action == AgentCore::Action::"RefundTool___get_order", resource)
+            when { principal.hasTag("blocked") };
+            permit(principal, action == AgentCore::Action::"RefundTool___update_order", resource)
+            when { principal.hasTag("role") && principal.getTag("role") == "admin" };"#;
+        let engine = engine(policies, refund_catalog("number"));
+        let snapshot = engine.snapshot().expect("snapshot");
+        let alice = user(&[]);
+        assert_eq!(snapshot.partially_authorize(&alice, "process_refund"), Ok(Listing::Depends));
+        assert_eq!(snapshot.partially_authorize(&alice, "get_order"), Ok(Listing::Allowed));
+        assert_eq!(snapshot.partially_authorize(&user(&[("blocked", "true")]), "get_order"), Ok(Listing::Denied));
+        assert_eq!(snapshot.partially_authorize(&alice, "update_order"), Ok(Listing::Denied));
+        assert_eq!(snapshot.partially_authorize(&user(&[("role", "admin")]), "update_order"), Ok(Listing::Allowed));
+        assert_eq!(snapshot.partially_authorize(&alice, "delete_order"), Ok(Listing::Denied));
+    }
+}
