@@ -1,0 +1,126 @@
+//! The layer's cost per MCP request, in process: AuthorizeAction through the whole
+//! `PolicyService` (parse, type, decide, forward) with 1, 100, 1,000 and 10,000 policies,
+//! tools/list filtering of 1,000 tools under 100 policies, and context typing alone.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use policy_layer::auth::Identity;
+use policy_layer::model::{ModelConfig, ToolCatalog, TypedInput};
+use policy_layer::model::tools::input_type;
+use policy_layer::{PolicyEngine, PolicyLayer, PolicySource};
+use serde_json::{Value, json};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+fn refund_tool() -> Value {
+    json!({"name": "process_refund", "inputSchema": {"type": "object", "properties": {
+        "amount": {"type": "number"}, "customer_id": {"type": "string"}, "reason": {"type": "string"}},
+        "required": ["amount", "customer_id"]}})
+}
+
+/// `n` policies: the refund limit, plus `n - 1` policies each about a tool of its own (with a
+/// condition on the input and on a tag), as a large multi-tool deployment has.
+fn policies(n: usize) -> String {
+    let mut text = String::from(
+        r#"@id("refund_limit") permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+           when { context.input.amount.lessThan(decimal("1000.0")) };"#,
+    );
+    for i in 1..n {
+        let effect = if i % 5 == 0 { "forbid" } else { "permit" };
+        text.push_str(&format!(
+            "\n{effect}(principal, action == AgentCore::Action::\"RefundTool___tool_{i}\", resource) when {{ principal.hasTag(\"role\") && principal.getTag(\"role\") == \"r{i}\" && context.input.amount < {i} }};"
+        ));
+    }
+    text
+}
+
+fn engine(n: usize, tools: usize) -> PolicyEngine {
+    let model = ModelConfig { target: "RefundTool".into(), ..ModelConfig::default() };
+    let engine = PolicyEngine::from_sources(model, &[PolicySource::new("bench.cedar", policies(n))]).expect("policies load");
+    let mut list = vec![refund_tool()];
+    for i in 1..tools {
+        list.push(json!({"name": format!("tool_{i}"), "inputSchema": {"type": "object", "properties": {"amount": {"type": "integer"}}}}));
+    }
+    engine.set_catalog(ToolCatalog::from_list(&json!({ "tools": list })));
+    engine
+}
+
+fn call_body(amount: f64) -> Bytes {
+    Bytes::from(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "process_refund",
+            "arguments": {"amount": amount, "customer_id": "C001", "reason": "damaged"}}})
+        .to_string(),
+    )
+}
+
+fn bench_authorize(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let upstream = service_fn(|_req: Request<Full<Bytes>>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#))))
+    });
+    let mut group = c.benchmark_group("layer/tools_call");
+    for n in [1, 100, 1_000, 10_000] {
+        let service = PolicyLayer::new(engine(n, n.min(1_000))).unauthenticated().layer(upstream);
+        for (label, amount) in [("allow", 500.0), ("deny", 2000.0)] {
+            group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
+                b.iter(|| {
+                    let req = Request::post("/mcp")
+                        .header("content-type", "application/json")
+                        .body(Full::new(call_body(amount)))
+                        .expect("request");
+                    let mut svc = service.clone();
+                    rt.block_on(async {
+                        let svc = svc.ready().await.expect("ready");
+                        let res = svc.call(req).await.expect("response");
+                        black_box(res.into_body().collect().await.expect("body"));
+                    });
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+fn bench_snapshot(c: &mut Criterion) {
+    let identity = Identity::anonymous();
+    let args = json!({"amount": 500.0, "customer_id": "C001"});
+    let mut group = c.benchmark_group("engine/authorize");
+    for n in [1, 1_000, 10_000] {
+        let snapshot = engine(n, n.min(1_000)).snapshot().expect("snapshot");
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| black_box(snapshot.authorize(&identity, "process_refund", Some(&args)).expect("decides")));
+        });
+    }
+    group.finish();
+}
+
+fn bench_list(c: &mut Criterion) {
+    let identity = Identity::anonymous();
+    let snapshot = engine(100, 1_000).snapshot().expect("snapshot");
+    let names: Vec<String> = std::iter::once("process_refund".to_owned()).chain((1..1_000).map(|i| format!("tool_{i}"))).collect();
+    let mut group = c.benchmark_group("engine/partially_authorize");
+    group.throughput(Throughput::Elements(names.len() as u64));
+    group.bench_function("1000_tools_100_policies", |b| {
+        b.iter(|| {
+            for name in &names {
+                black_box(snapshot.partially_authorize(&identity, name).expect("decides"));
+            }
+        });
+    });
+    group.finish();
+}
+
+fn bench_typing(c: &mut Criterion) {
+    let ty = input_type(&refund_tool()["inputSchema"]);
+    let args = json!({"amount": 999.99, "customer_id": "C001", "reason": "damaged"});
+    c.bench_function("model/context_typing", |b| {
+        b.iter(|| black_box(TypedInput::new(Some(&args), &ty).expect("typed").into_context().expect("context")));
+    });
+}
+
+criterion_group!(benches, bench_authorize, bench_snapshot, bench_list, bench_typing);
+criterion_main!(benches);
