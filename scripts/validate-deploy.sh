@@ -84,8 +84,10 @@ grep -q 'mode = "LOG_ONLY"' "$work/helm-custom.yaml" || fail "policy.mode did no
 grep -q 'OTEL_EXPORTER_OTLP_ENDPOINT' "$work/helm-custom.yaml" || fail "otel.endpoint not rendered"
 
 # --- compose ----------------------------------------------------------------------------------
-step "deploy/compose/policy-sidecar.toml"
+step "deploy/compose/policy-sidecar.toml, and the same policies as deploy/kubernetes"
 check_toml deploy/compose/policy-sidecar.toml
+diff -r deploy/kubernetes/policies deploy/compose/policies \
+    || fail "deploy/compose/policies differs from deploy/kubernetes/policies"
 if docker compose version >/dev/null 2>&1; then
     step "docker compose -f deploy/docker-compose.yml config -q"
     docker compose -f deploy/docker-compose.yml config -q || fail "docker compose config"
