@@ -1,0 +1,90 @@
+//! Run with: cargo run -p refund-tool -- --listen 127.0.0.1:3000
+//!
+//! Prints one line, `listening on http://<addr>/mcp`, once the socket is bound (so a test can
+//! start it on port 0 and read the address), then serves until SIGTERM or Ctrl-C.
+
+use std::io::Write;
+
+use anyhow::Context;
+use clap::Parser;
+use refund_tool::{CallLog, Options, app};
+use tokio_util::sync::CancellationToken;
+
+/// Demo MCP tool server (refunds and orders) for the mcp-policy sidecar.
+#[derive(Debug, Parser)]
+#[command(name = "demo-tool-server", version)]
+struct Cli {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    listen: String,
+    /// Answer POSTs in `application/json` instead of `text/event-stream`.
+    #[arg(long)]
+    json_response: bool,
+    /// No sessions: every request stands alone.
+    #[arg(long)]
+    stateless: bool,
+    /// Also accept this `Host` header (repeatable); `*` accepts any host. Loopback names are
+    /// always accepted.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    allowed_hosts: Vec<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let options = Options {
+        json_response: cli.json_response,
+        stateless: cli.stateless,
+        allowed_hosts: cli.allowed_hosts,
+    };
+
+    let listener = tokio::net::TcpListener::bind(&cli.listen)
+        .await
+        .with_context(|| format!("binding {}", cli.listen))?;
+    let addr = listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let router = app(&options, CallLog::default(), shutdown.clone());
+
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{addr}/mcp")?;
+    stdout.flush()?;
+    drop(stdout);
+
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            wait_for_signal().await;
+            shutdown.cancel();
+        }
+    });
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("serving")?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C, or on SIGTERM where there is one.
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
