@@ -10,8 +10,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use policy_layer::auth::Identity;
-use policy_layer::model::{ModelConfig, ToolCatalog, TypedInput};
 use policy_layer::model::tools::input_type;
+use policy_layer::model::{ModelConfig, ToolCatalog, TypedInput};
 use policy_layer::{PolicyEngine, PolicyLayer, PolicySource};
 use serde_json::{Value, json};
 use tower::{Layer, Service, ServiceExt, service_fn};
@@ -39,8 +39,13 @@ fn policies(n: usize) -> String {
 }
 
 fn engine(n: usize, tools: usize) -> PolicyEngine {
-    let model = ModelConfig { target: "RefundTool".into(), ..ModelConfig::default() };
-    let engine = PolicyEngine::from_sources(model, &[PolicySource::new("bench.cedar", policies(n))]).expect("policies load");
+    let model = ModelConfig {
+        target: "RefundTool".into(),
+        ..ModelConfig::default()
+    };
+    let engine =
+        PolicyEngine::from_sources(model, &[PolicySource::new("bench.cedar", policies(n))])
+            .expect("policies load");
     let mut list = vec![refund_tool()];
     for i in 1..tools {
         list.push(json!({"name": format!("tool_{i}"), "inputSchema": {"type": "object", "properties": {"amount": {"type": "integer"}}}}));
@@ -58,13 +63,19 @@ fn call_body(amount: f64) -> Bytes {
 }
 
 fn bench_authorize(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
     let upstream = service_fn(|_req: Request<Full<Bytes>>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#))))
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(
+            br#"{"jsonrpc":"2.0","id":1,"result":{}}"#,
+        ))))
     });
     let mut group = c.benchmark_group("layer/tools_call");
     for n in [1, 100, 1_000, 10_000] {
-        let service = PolicyLayer::new(engine(n, n.min(1_000))).unauthenticated().layer(upstream);
+        let service = PolicyLayer::new(engine(n, n.min(1_000)))
+            .unauthenticated()
+            .layer(upstream);
         for (label, amount) in [("allow", 500.0), ("deny", 2000.0)] {
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, _| {
                 b.iter(|| {
@@ -92,7 +103,13 @@ fn bench_snapshot(c: &mut Criterion) {
     for n in [1, 1_000, 10_000] {
         let snapshot = engine(n, n.min(1_000)).snapshot().expect("snapshot");
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
-            b.iter(|| black_box(snapshot.authorize(&identity, "process_refund", Some(&args)).expect("decides")));
+            b.iter(|| {
+                black_box(
+                    snapshot
+                        .authorize(&identity, "process_refund", Some(&args))
+                        .expect("decides"),
+                )
+            });
         });
     }
     group.finish();
@@ -101,13 +118,19 @@ fn bench_snapshot(c: &mut Criterion) {
 fn bench_list(c: &mut Criterion) {
     let identity = Identity::anonymous();
     let snapshot = engine(100, 1_000).snapshot().expect("snapshot");
-    let names: Vec<String> = std::iter::once("process_refund".to_owned()).chain((1..1_000).map(|i| format!("tool_{i}"))).collect();
+    let names: Vec<String> = std::iter::once("process_refund".to_owned())
+        .chain((1..1_000).map(|i| format!("tool_{i}")))
+        .collect();
     let mut group = c.benchmark_group("engine/partially_authorize");
     group.throughput(Throughput::Elements(names.len() as u64));
     group.bench_function("1000_tools_100_policies", |b| {
         b.iter(|| {
             for name in &names {
-                black_box(snapshot.partially_authorize(&identity, name).expect("decides"));
+                black_box(
+                    snapshot
+                        .partially_authorize(&identity, name)
+                        .expect("decides"),
+                );
             }
         });
     });
@@ -118,9 +141,22 @@ fn bench_typing(c: &mut Criterion) {
     let ty = input_type(&refund_tool()["inputSchema"]);
     let args = json!({"amount": 999.99, "customer_id": "C001", "reason": "damaged"});
     c.bench_function("model/context_typing", |b| {
-        b.iter(|| black_box(TypedInput::new(Some(&args), &ty).expect("typed").into_context().expect("context")));
+        b.iter(|| {
+            black_box(
+                TypedInput::new(Some(&args), &ty)
+                    .expect("typed")
+                    .into_context()
+                    .expect("context"),
+            )
+        });
     });
 }
 
-criterion_group!(benches, bench_authorize, bench_snapshot, bench_list, bench_typing);
+criterion_group!(
+    benches,
+    bench_authorize,
+    bench_snapshot,
+    bench_list,
+    bench_typing
+);
 criterion_main!(benches);

@@ -15,13 +15,24 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pin_project_lite::pin_project! {
     /// The response body of [`crate::PolicyService`].
     #[project = PolicyBodyProj]
+    #[allow(missing_docs)] // variant fields: `pin_project_lite` takes no field docs
     pub enum PolicyBody<B> {
         /// The upstream's body, streamed unchanged.
-        Inner { #[pin] body: B },
+        Inner {
+            #[pin]
+            body: B,
+        },
         /// A body made by the layer (local answers, rewritten JSON).
-        Full { data: Option<Bytes> },
+        Full {
+            data: Option<Bytes>,
+        },
         /// An upstream SSE stream with the tools/list event rewritten.
-        Sse { #[pin] body: B, rewriter: Box<SseRewriter>, done: bool },
+        Sse {
+            #[pin]
+            body: B,
+            rewriter: Box<SseRewriter>,
+            done: bool,
+        },
     }
 }
 
@@ -65,19 +76,20 @@ where
                     return Poll::Ready(None);
                 }
                 match ready!(body.as_mut().poll_frame(cx)) {
-                    Some(Ok(frame)) => match frame.into_data() {
-                        Ok(chunk) => match rewriter.feed(chunk) {
-                            Ok(out) if out.is_empty() => {}
-                            Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
-                            Err((out, e)) => {
-                                *done = true;
-                                tracing::warn!(error = %e, "closing the event stream");
-                                return Poll::Ready(Some(Ok(Frame::data(out))));
+                    Some(Ok(frame)) => {
+                        // Trailers (not data): SSE has none worth keeping.
+                        if let Ok(chunk) = frame.into_data() {
+                            match rewriter.feed(chunk) {
+                                Ok(out) if out.is_empty() => {}
+                                Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                                Err((out, e)) => {
+                                    *done = true;
+                                    tracing::warn!(error = %e, "closing the event stream");
+                                    return Poll::Ready(Some(Ok(Frame::data(out))));
+                                }
                             }
-                        },
-                        // Trailers: SSE has none worth keeping.
-                        Err(_) => {}
-                    },
+                        }
+                    }
                     Some(Err(e)) => return Poll::Ready(Some(Err(e.into()))),
                     None => {
                         *done = true;
@@ -102,7 +114,9 @@ where
     fn size_hint(&self) -> SizeHint {
         match self {
             Self::Inner { body } => body.size_hint(),
-            Self::Full { data } => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Self::Full { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             Self::Sse { .. } => SizeHint::default(),
         }
     }

@@ -121,7 +121,10 @@ mod tests {
     fn words_round_trip() {
         assert_eq!("LOG_ONLY".parse::<Mode>(), Ok(Mode::LogOnly));
         assert_eq!(Mode::Enforce.as_str(), "ENFORCE");
-        assert_eq!("tool_result".parse::<DenyStyle>(), Ok(DenyStyle::ToolResult));
+        assert_eq!(
+            "tool_result".parse::<DenyStyle>(),
+            Ok(DenyStyle::ToolResult)
+        );
         assert_eq!(
             "MAYBE".parse::<Mode>().expect_err("bad").to_string(),
             "expected one of ENFORCE, LOG_ONLY, got \"MAYBE\""

@@ -154,9 +154,9 @@ pub fn parse_strict(body: &[u8]) -> Result<Value, ParseError> {
         .map_err(|e| {
             let text = e.to_string();
             match text.strip_prefix(DUPLICATE_PREFIX) {
-                Some(rest) => ParseError::DuplicateKey(
-                    rest.split('`').next().unwrap_or_default().to_owned(),
-                ),
+                Some(rest) => {
+                    ParseError::DuplicateKey(rest.split('`').next().unwrap_or_default().to_owned())
+                }
                 None => ParseError::Json(text),
             }
         })?;
@@ -187,7 +187,11 @@ fn classify(value: Value) -> Result<Message, ParseError> {
         {
             Kind::Response
         }
-        None => return Err(ParseError::Invalid("not a request, notification or response")),
+        None => {
+            return Err(ParseError::Invalid(
+                "not a request, notification or response",
+            ));
+        }
     };
     Ok(Message { value: map, kind })
 }
@@ -281,8 +285,11 @@ mod tests {
 
     #[test]
     fn parses_single_request() {
-        let env = parse(br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}"#, 10)
-            .expect("parses");
+        let env = parse(
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}"#,
+            10,
+        )
+        .expect("parses");
         assert!(!env.batch);
         assert_eq!(env.messages[0].method(), Some("tools/call"));
         assert_eq!(env.messages[0].id(), Some(&Value::from(7)));
@@ -322,14 +329,21 @@ mod tests {
     #[test]
     fn malformed_json_is_a_parse_error() {
         for body in [&b"{"[..], b"", b"{\"a\":1} x", b"\xff\xfe", b"[1,]"] {
-            assert_eq!(parse(body, 10).expect_err("bad").code(), PARSE_ERROR, "{body:?}");
+            assert_eq!(
+                parse(body, 10).expect_err("bad").code(),
+                PARSE_ERROR,
+                "{body:?}"
+            );
         }
     }
 
     #[test]
     fn deep_nesting_is_a_parse_error() {
         let body = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
-        assert_eq!(parse(body.as_bytes(), 10).expect_err("deep").code(), PARSE_ERROR);
+        assert_eq!(
+            parse(body.as_bytes(), 10).expect_err("deep").code(),
+            PARSE_ERROR
+        );
     }
 
     #[test]
@@ -344,7 +358,11 @@ mod tests {
             br#"[]"#,
             br#"[1]"#,
         ] {
-            assert_eq!(parse(body, 10).expect_err("invalid").code(), INVALID_REQUEST, "{body:?}");
+            assert_eq!(
+                parse(body, 10).expect_err("invalid").code(),
+                INVALID_REQUEST,
+                "{body:?}"
+            );
         }
     }
 
@@ -364,7 +382,7 @@ mod tests {
     #[test]
     fn batch_over_limit_is_rejected() {
         let one = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
-        let body = format!("[{}]", vec![one; 11].join(","));
+        let body = format!("[{}]", [one; 11].join(","));
         assert_eq!(
             parse(body.as_bytes(), 10).expect_err("too large"),
             ParseError::BatchTooLarge(11, 10)

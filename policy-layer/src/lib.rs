@@ -6,14 +6,16 @@
 //! `tools/call`, PartiallyAuthorizeActions for `tools/list`), [`response`] answers denials, and
 //! [`PolicyLayer`] / [`PolicyService`] tie it into any tower HTTP service.
 
+#![warn(missing_docs)]
+
 pub mod auth;
-pub mod engine;
-pub mod jsonrpc;
-pub mod model;
 pub mod body;
 pub mod config;
+pub mod engine;
 pub mod filter;
+pub mod jsonrpc;
 pub mod layer;
+pub mod model;
 pub mod record;
 pub mod response;
 pub mod service;

@@ -40,23 +40,29 @@ pub fn denied(id: &Value, outcome: &Outcome, style: DenyStyle, level: ExceptionL
     });
     match style {
         DenyStyle::JsonRpcError => {
-            let data = debug.map(|d| format!(",\"data\":{}", json(&d))).unwrap_or_default();
+            let data = debug
+                .map(|d| format!(",\"data\":{}", json(&d)))
+                .unwrap_or_default();
             format!(
                 r#"{{"jsonrpc":"2.0","id":{},"error":{{"code":{DENIED_CODE},"message":{}{data}}}}}"#,
                 json(id),
                 json(&message)
             )
         }
-        DenyStyle::ToolResult => {
-            tool_error(id, &format!("AuthorizeActionException - {message}"), debug.as_ref())
-        }
+        DenyStyle::ToolResult => tool_error(
+            id,
+            &format!("AuthorizeActionException - {message}"),
+            debug.as_ref(),
+        ),
     }
 }
 
 /// A tool result with `isError: true` and one text item (`_meta` carries debug details).
 #[must_use]
 pub fn tool_error(id: &Value, text: &str, meta: Option<&Value>) -> String {
-    let meta = meta.map(|m| format!(",\"_meta\":{}", json(m))).unwrap_or_default();
+    let meta = meta
+        .map(|m| format!(",\"_meta\":{}", json(m)))
+        .unwrap_or_default();
     format!(
         r#"{{"jsonrpc":"2.0","id":{},"result":{{"isError":true,"content":[{{"type":"text","text":{}}}]{meta}}}}}"#,
         json(id),
@@ -135,7 +141,12 @@ mod tests {
     #[test]
     fn jsonrpc_error_denial_is_exact() {
         assert_eq!(
-            denied(&Value::from(1), &deny(&[]), DenyStyle::JsonRpcError, ExceptionLevel::None),
+            denied(
+                &Value::from(1),
+                &deny(&[]),
+                DenyStyle::JsonRpcError,
+                ExceptionLevel::None
+            ),
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32002,"message":"Tool Execution Denied: Tool call not allowed due to policy enforcement [Policy evaluation denied due to no determining policies]"}}"#
         );
     }
@@ -143,21 +154,36 @@ mod tests {
     #[test]
     fn tool_result_denial_is_exact_and_names_forbids() {
         assert_eq!(
-            denied(&Value::from("a-1"), &deny(&["big", "other"]), DenyStyle::ToolResult, ExceptionLevel::None),
+            denied(
+                &Value::from("a-1"),
+                &deny(&["big", "other"]),
+                DenyStyle::ToolResult,
+                ExceptionLevel::None
+            ),
             r#"{"jsonrpc":"2.0","id":"a-1","result":{"isError":true,"content":[{"type":"text","text":"AuthorizeActionException - Tool Execution Denied: Tool call not allowed due to policy enforcement [Policy evaluation denied due to big, other]"}]}}"#
         );
     }
 
     #[test]
     fn debug_level_adds_data() {
-        let text = denied(&Value::from(2), &deny(&["big"]), DenyStyle::JsonRpcError, ExceptionLevel::Debug);
+        let text = denied(
+            &Value::from(2),
+            &deny(&["big"]),
+            DenyStyle::JsonRpcError,
+            ExceptionLevel::Debug,
+        );
         let v: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["error"]["data"]["determiningPolicies"][0], "big");
     }
 
     #[test]
     fn failures_are_tool_errors() {
-        let v: Value = serde_json::from_str(&evaluation_failed(&Value::from(3), "x", ExceptionLevel::None)).expect("json");
+        let v: Value = serde_json::from_str(&evaluation_failed(
+            &Value::from(3),
+            "x",
+            ExceptionLevel::None,
+        ))
+        .expect("json");
         assert_eq!(v["result"]["content"][0]["text"], EVALUATION_FAILED);
         assert_eq!(v["result"]["isError"], true);
     }

@@ -98,10 +98,17 @@ fn local<B>(status: StatusCode, body: Bytes) -> Reply<B> {
 }
 
 fn rpc_error<B>(status: StatusCode, code: i64, message: &str) -> Reply<B> {
-    local(status, Bytes::from(response::jsonrpc_error(&Value::Null, code, message)))
+    local(
+        status,
+        Bytes::from(response::jsonrpc_error(&Value::Null, code, message)),
+    )
 }
 
-async fn handle<S, B, ResB>(shared: Arc<Shared>, mut inner: S, req: Request<B>) -> Result<Reply<ResB>, S::Error>
+async fn handle<S, B, ResB>(
+    shared: Arc<Shared>,
+    mut inner: S,
+    req: Request<B>,
+) -> Result<Reply<ResB>, S::Error>
 where
     S: Service<Request<B>, Response = Response<ResB>>,
     B: Body + From<Bytes>,
@@ -131,16 +138,30 @@ where
         Ok(collected) => collected.to_bytes(),
         Err(e) if e.is::<LengthLimitError>() => {
             let message = format!("request body exceeds {} bytes", settings.max_body_bytes);
-            return Ok(rpc_error(StatusCode::PAYLOAD_TOO_LARGE, INVALID_REQUEST, &message));
+            return Ok(rpc_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                INVALID_REQUEST,
+                &message,
+            ));
         }
-        Err(_) => return Ok(rpc_error(StatusCode::BAD_REQUEST, jsonrpc::PARSE_ERROR, "request body could not be read")),
+        Err(_) => {
+            return Ok(rpc_error(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::PARSE_ERROR,
+                "request body could not be read",
+            ));
+        }
     };
     let envelope = match jsonrpc::parse(&bytes, settings.max_batch) {
         Ok(envelope) => envelope,
         Err(e) => return Ok(rpc_error(StatusCode::BAD_REQUEST, e.code(), &e.to_string())),
     };
     if let Err(message) = check_stateless_headers(&parts.headers, &envelope) {
-        return Ok(rpc_error(StatusCode::BAD_REQUEST, jsonrpc::HEADER_MISMATCH, &message));
+        return Ok(rpc_error(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::HEADER_MISMATCH,
+            &message,
+        ));
     }
 
     let snapshot = shared.engine.snapshot();
@@ -151,10 +172,16 @@ where
     span.in_scope(|| {
         for message in &envelope.messages {
             let answer = match (message.method(), message.id()) {
-                (Some("tools/call"), Some(id)) => decide_call(&shared, snapshot.as_deref(), &identity, message, id),
+                (Some("tools/call"), Some(id)) => {
+                    decide_call(&shared, snapshot.as_deref(), &identity, message, id)
+                }
                 (Some("tools/call"), None) => {
                     // A call nobody can be answered about is never forwarded undecided.
-                    Some(response::jsonrpc_error(&Value::Null, INVALID_REQUEST, "invalid request: tools/call must be a request with an id"))
+                    Some(response::jsonrpc_error(
+                        &Value::Null,
+                        INVALID_REQUEST,
+                        "invalid request: tools/call must be a request with an id",
+                    ))
                 }
                 (Some("tools/list"), Some(id)) => {
                     list_ids.push(id.clone());
@@ -168,7 +195,10 @@ where
     });
 
     if forward.iter().all(|f| !f) {
-        return Ok(local(StatusCode::OK, response::join(&answers, envelope.batch)));
+        return Ok(local(
+            StatusCode::OK,
+            response::join(&answers, envelope.batch),
+        ));
     }
     let body = if answers.is_empty() {
         bytes
@@ -209,7 +239,14 @@ where
     if content_type.starts_with("text/event-stream") {
         parts.headers.remove(header::CONTENT_LENGTH);
         let rewriter = Box::new(SseRewriter::new(rewrite, max));
-        return Response::from_parts(parts, PolicyBody::Sse { body, rewriter, done: false });
+        return Response::from_parts(
+            parts,
+            PolicyBody::Sse {
+                body,
+                rewriter,
+                done: false,
+            },
+        );
     }
     if !parts.status.is_success() && rewrite.list_ids.is_empty() {
         // An upstream error about the forwarded part: pass it on as it is.
@@ -225,7 +262,10 @@ where
         rewrite.json_body(b"")
     };
     parts.headers.remove(header::CONTENT_LENGTH);
-    parts.headers.insert(header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
     if parts.status == StatusCode::ACCEPTED {
         parts.status = StatusCode::OK;
     }
@@ -257,18 +297,28 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-fn authenticate<B>(shared: &Shared, parts: &http::request::Parts) -> Result<Arc<Identity>, Reply<B>> {
+#[allow(clippy::result_large_err)] // the error is the reply itself, made once per refusal
+fn authenticate<B>(
+    shared: &Shared,
+    parts: &http::request::Parts,
+) -> Result<Arc<Identity>, Reply<B>> {
     match &shared.identity {
         IdentitySource::Fixed(identity) => Ok(Arc::clone(identity)),
-        IdentitySource::Extension => parts.extensions.get::<Arc<Identity>>().cloned().ok_or_else(|| {
-            shared.observer.on_auth_failure("missing_identity");
-            let mut reply = local(StatusCode::UNAUTHORIZED, Bytes::new());
-            reply.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer error=\"invalid_token\""),
-            );
-            reply
-        }),
+        IdentitySource::Extension => {
+            parts
+                .extensions
+                .get::<Arc<Identity>>()
+                .cloned()
+                .ok_or_else(|| {
+                    shared.observer.on_auth_failure("missing_identity");
+                    let mut reply = local(StatusCode::UNAUTHORIZED, Bytes::new());
+                    reply.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                    );
+                    reply
+                })
+        }
     }
 }
 
@@ -288,17 +338,24 @@ fn check_stateless_headers(headers: &HeaderMap, envelope: &Envelope) -> Result<(
         return Ok(());
     };
     if stateless && method_header.is_none() {
-        return Err(format!("header Mcp-Method is required by protocol {STATELESS_VERSION}"));
+        return Err(format!(
+            "header Mcp-Method is required by protocol {STATELESS_VERSION}"
+        ));
     }
     if let Some(h) = method_header.filter(|h| *h != method) {
-        return Err(format!("header Mcp-Method `{h}` does not match the body's method `{method}`"));
+        return Err(format!(
+            "header Mcp-Method `{h}` does not match the body's method `{method}`"
+        ));
     }
     let key = match method {
         "tools/call" | "prompts/get" => "name",
         "resources/read" => "uri",
         _ => return Ok(()),
     };
-    let body_name = message.params().and_then(|p| p.get(key)).and_then(Value::as_str);
+    let body_name = message
+        .params()
+        .and_then(|p| p.get(key))
+        .and_then(Value::as_str);
     match (name_header, body_name) {
         (Some(h), Some(b)) if h == b => Ok(()),
         (None, _) if !stateless => Ok(()),
@@ -323,7 +380,12 @@ fn request_span(envelope: &Envelope, headers: &HeaderMap) -> tracing::Span {
         Some(tool) => format!("{method} {tool}"),
         None => method.to_owned(),
     };
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
     tracing::info_span!(
         "mcp.request",
         otel.name = %name,
@@ -347,10 +409,18 @@ fn decide_call(
 ) -> Option<String> {
     let settings = &shared.settings;
     let Some(params) = message.params() else {
-        return Some(response::jsonrpc_error(id, INVALID_PARAMS, "invalid params: `params` must be an object"));
+        return Some(response::jsonrpc_error(
+            id,
+            INVALID_PARAMS,
+            "invalid params: `params` must be an object",
+        ));
     };
     let Some(tool) = params.get("name").and_then(Value::as_str) else {
-        return Some(response::jsonrpc_error(id, INVALID_PARAMS, "invalid params: `params.name` must be a string"));
+        return Some(response::jsonrpc_error(
+            id,
+            INVALID_PARAMS,
+            "invalid params: `params.name` must be a string",
+        ));
     };
     let arguments = params.get("arguments");
     let started = Instant::now();
@@ -375,8 +445,20 @@ fn decide_call(
         let error = AuthorizeError::Engine("no usable policy set".to_owned());
         span.record("policy.decision", "ERROR");
         span.record("policy.errors", "no usable policy set");
-        observe(shared, None, identity, tool, id, Err(&error), arguments, !enforce, started);
-        return enforce.then(|| response::evaluation_failed(id, "no usable policy set", settings.exception_level));
+        observe(
+            shared,
+            None,
+            identity,
+            tool,
+            id,
+            Err(&error),
+            arguments,
+            !enforce,
+            started,
+        );
+        return enforce.then(|| {
+            response::evaluation_failed(id, "no usable policy set", settings.exception_level)
+        });
     };
     let model = snapshot.model();
     span.record("policy.action", model.action_id(tool).as_str());
@@ -384,22 +466,36 @@ fn decide_call(
     let result = snapshot.authorize(identity, tool, arguments);
     let answer = match &result {
         Ok(outcome) => {
-            span.record("policy.decision", if outcome.allowed() { "ALLOW" } else { "DENY" });
+            span.record(
+                "policy.decision",
+                if outcome.allowed() { "ALLOW" } else { "DENY" },
+            );
             if !outcome.determining.is_empty() {
-                span.record("policy.determining_policies", outcome.determining.join(",").as_str());
+                span.record(
+                    "policy.determining_policies",
+                    outcome.determining.join(",").as_str(),
+                );
             }
             if !outcome.errors.is_empty() {
                 span.record("policy.errors", outcome.errors.join("; ").as_str());
             }
             if !outcome.shadow_matched.is_empty() {
-                span.record("policy.log_only.matched_policies", outcome.shadow_matched.join(",").as_str());
-                span.record("policy.log_only.flipping_policies", outcome.shadow_flipping.join(",").as_str());
+                span.record(
+                    "policy.log_only.matched_policies",
+                    outcome.shadow_matched.join(",").as_str(),
+                );
+                span.record(
+                    "policy.log_only.flipping_policies",
+                    outcome.shadow_flipping.join(",").as_str(),
+                );
             }
             if outcome.allowed() {
                 None
             } else {
                 span.record("policy.reason", outcome.deny_reason().as_str());
-                enforce.then(|| response::denied(id, outcome, settings.deny_style, settings.exception_level))
+                enforce.then(|| {
+                    response::denied(id, outcome, settings.deny_style, settings.exception_level)
+                })
             }
         }
         Err(e) => {
@@ -407,11 +503,23 @@ fn decide_call(
             span.record("policy.errors", field::display(e));
             enforce.then(|| match e {
                 AuthorizeError::Input(e) => response::validation_failed(id, &e.to_string()),
-                AuthorizeError::Engine(e) => response::evaluation_failed(id, e, settings.exception_level),
+                AuthorizeError::Engine(e) => {
+                    response::evaluation_failed(id, e, settings.exception_level)
+                }
             })
         }
     };
-    observe(shared, Some(snapshot), identity, tool, id, result.as_ref(), arguments, answer.is_none(), started);
+    observe(
+        shared,
+        Some(snapshot),
+        identity,
+        tool,
+        id,
+        result.as_ref(),
+        arguments,
+        answer.is_none(),
+        started,
+    );
     answer
 }
 
@@ -428,7 +536,10 @@ fn observe(
     started: Instant,
 ) {
     let (principal, action) = match snapshot {
-        Some(s) => (s.model().principal_uid(identity).to_string(), s.model().action_id(tool)),
+        Some(s) => (
+            s.model().principal_uid(identity).to_string(),
+            s.model().action_id(tool),
+        ),
         None => (identity.subject.clone(), tool.to_owned()),
     };
     shared.observer.on_call(&CallRecord {

@@ -30,8 +30,16 @@ when { principal.hasTag("role") && principal.getTag("role") == "order-agent" };
 "#;
 
 fn engine(policies: &str) -> PolicyEngine {
-    let model = ModelConfig { target: "RefundTool".into(), gateway_id: GATEWAY.into(), ..ModelConfig::default() };
-    let engine = PolicyEngine::from_sources(model, &[PolicySource::new("policies/refund.cedar", policies)]).expect("policies");
+    let model = ModelConfig {
+        target: "RefundTool".into(),
+        gateway_id: GATEWAY.into(),
+        ..ModelConfig::default()
+    };
+    let engine = PolicyEngine::from_sources(
+        model,
+        &[PolicySource::new("policies/refund.cedar", policies)],
+    )
+    .expect("policies");
     engine.set_catalog(ToolCatalog::from_list(&json!({"tools": common::tools()})));
     engine
 }
@@ -44,24 +52,50 @@ struct Setup {
 async fn start_with(layer: PolicyLayer, sse: bool) -> Setup {
     let (router, recorder) = upstream_router(sse);
     let app: Router = router.layer(layer);
-    Setup { addr: serve(app).await, recorder }
+    Setup {
+        addr: serve(app).await,
+        recorder,
+    }
 }
 
 async fn start(mode: Mode, style: DenyStyle, sse: bool) -> Setup {
-    let settings = Settings { mode, deny_style: style, engine_name: "RefundPolicyEngine".into(), ..Settings::default() };
-    start_with(PolicyLayer::new(engine(POLICIES)).settings(settings).unauthenticated(), sse).await
+    let settings = Settings {
+        mode,
+        deny_style: style,
+        engine_name: "RefundPolicyEngine".into(),
+        ..Settings::default()
+    };
+    start_with(
+        PolicyLayer::new(engine(POLICIES))
+            .settings(settings)
+            .unauthenticated(),
+        sse,
+    )
+    .await
 }
 
 fn refund(id: i64, amount: Value) -> Value {
-    call(Value::from(id), "process_refund", json!({"amount": amount, "customer_id": "C001", "reason": "test"}))
+    call(
+        Value::from(id),
+        "process_refund",
+        json!({"amount": amount, "customer_id": "C001", "reason": "test"}),
+    )
 }
 
 #[tokio::test]
 async fn enforce_decides_the_seed_refund_table() {
     let s = start(Mode::Enforce, DenyStyle::JsonRpcError, false).await;
-    for (i, (amount, allowed)) in [(json!(500.0), true), (json!(2000.0), false), (json!(999.99), true), (json!(1000.0), false), (json!(0.01), true), (json!(-100.0), true), (json!(500), true)]
-        .into_iter()
-        .enumerate()
+    for (i, (amount, allowed)) in [
+        (json!(500.0), true),
+        (json!(2000.0), false),
+        (json!(999.99), true),
+        (json!(1000.0), false),
+        (json!(0.01), true),
+        (json!(-100.0), true),
+        (json!(500), true),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let reply = post(s.addr, &refund(i as i64, amount.clone())).await;
         assert_eq!(reply.status, 200);
@@ -74,8 +108,23 @@ async fn enforce_decides_the_seed_refund_table() {
             assert_eq!(v["error"]["message"], DENIED_NO_POLICY);
         }
     }
-    let amounts: Vec<Value> = s.recorder.calls().iter().map(|c| c["arguments"]["amount"].clone()).collect();
-    assert_eq!(amounts, [json!(500.0), json!(999.99), json!(0.01), json!(-100.0), json!(500)], "denied calls never reach the upstream");
+    let amounts: Vec<Value> = s
+        .recorder
+        .calls()
+        .iter()
+        .map(|c| c["arguments"]["amount"].clone())
+        .collect();
+    assert_eq!(
+        amounts,
+        [
+            json!(500.0),
+            json!(999.99),
+            json!(0.01),
+            json!(-100.0),
+            json!(500)
+        ],
+        "denied calls never reach the upstream"
+    );
 }
 
 #[tokio::test]
@@ -84,7 +133,9 @@ async fn denied_reply_is_byte_exact() {
     let reply = post(s.addr, &refund(1, json!(2000))).await;
     assert_eq!(
         reply.text,
-        format!(r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32002,"message":"{DENIED_NO_POLICY}"}}}}"#)
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"error":{{"code":-32002,"message":"{DENIED_NO_POLICY}"}}}}"#
+        )
     );
 }
 
@@ -93,7 +144,10 @@ async fn tool_result_style_carries_authorize_action_exception() {
     let s = start(Mode::Enforce, DenyStyle::ToolResult, false).await;
     let v = post(s.addr, &refund(2, json!(2000.0))).await.json();
     assert_eq!(v["result"]["isError"], true);
-    assert_eq!(v["result"]["content"][0]["text"], format!("AuthorizeActionException - {DENIED_NO_POLICY}"));
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        format!("AuthorizeActionException - {DENIED_NO_POLICY}")
+    );
     assert!(s.recorder.calls().is_empty());
 }
 
@@ -110,8 +164,19 @@ async fn log_only_forwards_denied_calls() {
 #[tokio::test]
 async fn request_ids_of_every_type_are_kept() {
     let s = start(Mode::Enforce, DenyStyle::JsonRpcError, false).await;
-    for id in [json!("req-1"), json!(0), json!(-5), json!(1.5), json!(9_007_199_254_740_993_u64)] {
-        let v = post(s.addr, &call(id.clone(), "delete_order", json!({"order_id": "1"}))).await.json();
+    for id in [
+        json!("req-1"),
+        json!(0),
+        json!(-5),
+        json!(1.5),
+        json!(9_007_199_254_740_993_u64),
+    ] {
+        let v = post(
+            s.addr,
+            &call(id.clone(), "delete_order", json!({"order_id": "1"})),
+        )
+        .await
+        .json();
         assert_eq!(v["id"], id);
         assert_eq!(v["error"]["code"], -32002);
     }
@@ -120,7 +185,12 @@ async fn request_ids_of_every_type_are_kept() {
 #[tokio::test]
 async fn tool_with_no_policy_is_denied() {
     let s = start(Mode::Enforce, DenyStyle::JsonRpcError, false).await;
-    let v = post(s.addr, &call(json!(1), "delete_order", json!({"order_id": "1"}))).await.json();
+    let v = post(
+        s.addr,
+        &call(json!(1), "delete_order", json!({"order_id": "1"})),
+    )
+    .await
+    .json();
     assert_eq!(v["error"]["message"], DENIED_NO_POLICY);
     assert!(s.recorder.calls().is_empty());
 }
@@ -132,7 +202,12 @@ async fn role_tag_from_identity_decides() {
     let (router, recorder) = upstream_router(false);
     let app = router.layer(layer).layer(axum::middleware::from_fn(
         |mut req: axum::extract::Request, next: axum::middleware::Next| async move {
-            let role = req.headers().get("x-test-role").and_then(|v| v.to_str().ok()).unwrap_or("none").to_owned();
+            let role = req
+                .headers()
+                .get("x-test-role")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none")
+                .to_owned();
             req.extensions_mut().insert(Arc::new(Identity {
                 kind: PrincipalKind::OAuthUser,
                 subject: "alice".into(),
@@ -143,10 +218,24 @@ async fn role_tag_from_identity_decides() {
         },
     ));
     let addr = serve(app).await;
-    let body = call(json!(1), "update_order", json!({"order_id": "1", "status": "shipped"})).to_string();
-    let v = post_raw(addr, "application/json", body.clone(), &[("x-test-role", "order-agent")]).await.json();
+    let body = call(
+        json!(1),
+        "update_order",
+        json!({"order_id": "1", "status": "shipped"}),
+    )
+    .to_string();
+    let v = post_raw(
+        addr,
+        "application/json",
+        body.clone(),
+        &[("x-test-role", "order-agent")],
+    )
+    .await
+    .json();
     assert_eq!(v["result"]["isError"], false, "{v}");
-    let v = post_raw(addr, "application/json", body, &[("x-test-role", "viewer")]).await.json();
+    let v = post_raw(addr, "application/json", body, &[("x-test-role", "viewer")])
+        .await
+        .json();
     assert_eq!(v["error"]["code"], -32002);
     assert_eq!(recorder.calls().len(), 1);
 }
@@ -154,7 +243,8 @@ async fn role_tag_from_identity_decides() {
 #[tokio::test]
 async fn request_without_identity_is_refused() {
     let (router, recorder) = upstream_router(false);
-    let addr = serve(router.layer(PolicyLayer::new(engine(POLICIES)).identity_from_extension())).await;
+    let addr =
+        serve(router.layer(PolicyLayer::new(engine(POLICIES)).identity_from_extension())).await;
     let reply = post(addr, &refund(1, json!(1))).await;
     assert_eq!(reply.status, 401);
     assert!(recorder.calls().is_empty());
@@ -164,24 +254,53 @@ async fn request_without_identity_is_refused() {
 async fn batch_forwards_only_allowed_calls_and_merges_replies() {
     for sse in [false, true] {
         let s = start(Mode::Enforce, DenyStyle::JsonRpcError, sse).await;
-        let batch = json!([refund(1, json!(10)), refund(2, json!(5000)), call(json!("g"), "get_order", json!({"order_id": "7"})), call(json!(4), "delete_order", json!({}))]);
+        let batch = json!([
+            refund(1, json!(10)),
+            refund(2, json!(5000)),
+            call(json!("g"), "get_order", json!({"order_id": "7"})),
+            call(json!(4), "delete_order", json!({}))
+        ]);
         let reply = post(s.addr, &batch).await;
-        let messages = if sse { reply.sse_messages() } else { reply.json().as_array().expect("array").clone() };
-        let by_id = |id: Value| messages.iter().find(|m| m["id"] == id).unwrap_or_else(|| panic!("no reply for {id}: {messages:?}")).clone();
+        let messages = if sse {
+            reply.sse_messages()
+        } else {
+            reply.json().as_array().expect("array").clone()
+        };
+        let by_id = |id: Value| {
+            messages
+                .iter()
+                .find(|m| m["id"] == id)
+                .unwrap_or_else(|| panic!("no reply for {id}: {messages:?}"))
+                .clone()
+        };
         assert_eq!(by_id(json!(1))["result"]["isError"], false);
         assert_eq!(by_id(json!(2))["error"]["code"], -32002);
         assert_eq!(by_id(json!("g"))["result"]["isError"], false);
         assert_eq!(by_id(json!(4))["error"]["code"], -32002);
         assert_eq!(messages.len(), 4);
-        let tools: Vec<Value> = s.recorder.calls().iter().map(|c| c["name"].clone()).collect();
-        assert_eq!(tools, [json!("process_refund"), json!("get_order")], "sse={sse}");
+        let tools: Vec<Value> = s
+            .recorder
+            .calls()
+            .iter()
+            .map(|c| c["name"].clone())
+            .collect();
+        assert_eq!(
+            tools,
+            [json!("process_refund"), json!("get_order")],
+            "sse={sse}"
+        );
     }
 }
 
 #[tokio::test]
 async fn all_denied_batch_is_answered_locally() {
     let s = start(Mode::Enforce, DenyStyle::JsonRpcError, false).await;
-    let v = post(s.addr, &json!([refund(1, json!(5000)), refund(2, json!(6000))])).await.json();
+    let v = post(
+        s.addr,
+        &json!([refund(1, json!(5000)), refund(2, json!(6000))]),
+    )
+    .await
+    .json();
     assert_eq!(v.as_array().map(Vec::len), Some(2));
     assert!(s.recorder.bodies.lock().expect("lock").is_empty());
 }
@@ -189,14 +308,38 @@ async fn all_denied_batch_is_answered_locally() {
 #[tokio::test]
 async fn bad_arguments_are_validation_errors_not_forwarded() {
     let s = start(Mode::Enforce, DenyStyle::JsonRpcError, false).await;
-    let v = post(s.addr, &call(json!(1), "process_refund", json!({"amount": "500", "customer_id": "C1"}))).await.json();
+    let v = post(
+        s.addr,
+        &call(
+            json!(1),
+            "process_refund",
+            json!({"amount": "500", "customer_id": "C1"}),
+        ),
+    )
+    .await
+    .json();
     assert_eq!(v["result"]["isError"], true);
     assert_eq!(
         v["result"]["content"][0]["text"],
         "ValidationException - Parameter validation failed: input.amount: expected a number, got a string"
     );
-    let v = post(s.addr, &call(json!(2), "process_refund", json!({"amount": 0.00001, "customer_id": "C1"}))).await.json();
-    assert!(v["result"]["content"][0]["text"].as_str().unwrap_or_default().contains("fraction digits"), "{v}");
+    let v = post(
+        s.addr,
+        &call(
+            json!(2),
+            "process_refund",
+            json!({"amount": 0.00001, "customer_id": "C1"}),
+        ),
+    )
+    .await
+    .json();
+    assert!(
+        v["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("fraction digits"),
+        "{v}"
+    );
     assert!(s.recorder.calls().is_empty());
 }
 
@@ -220,18 +363,34 @@ async fn hostile_bodies_get_clear_errors_and_nothing_is_forwarded() {
     let reply = post_raw(s.addr, "text/plain", refund(1, json!(1)).to_string(), &[]).await;
     assert_eq!(reply.status, 415);
     for params in [json!(null), json!({"arguments": {}}), json!({"name": 5})] {
-        let v = post(s.addr, &json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params})).await.json();
+        let v = post(
+            s.addr,
+            &json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": params}),
+        )
+        .await
+        .json();
         assert_eq!(v["error"]["code"], -32602, "{params}");
         assert_eq!(v["id"], 9);
     }
     let v = post(s.addr, &json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "get_order", "arguments": [1]}})).await.json();
-    assert_eq!(v["result"]["isError"], true, "arguments must be an object: {v}");
+    assert_eq!(
+        v["result"]["isError"], true,
+        "arguments must be an object: {v}"
+    );
     let v = post(s.addr, &json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "delete\u{005f}order", "arguments": {}}})).await.json();
     assert_eq!(v["error"]["code"], -32002);
     let escaped = br#"{"jsonrpc":"2.0","id":4,"method":"tools/call","params":{"name":"delete\u005forder","arguments":{}}}"#;
-    let v = post_raw(s.addr, "application/json", escaped.to_vec(), &[]).await.json();
-    assert_eq!(v["error"]["code"], -32002, "an escaped name is decided as the name it decodes to");
-    assert!(s.recorder.bodies.lock().expect("lock").is_empty(), "nothing reached the upstream");
+    let v = post_raw(s.addr, "application/json", escaped.to_vec(), &[])
+        .await
+        .json();
+    assert_eq!(
+        v["error"]["code"], -32002,
+        "an escaped name is decided as the name it decodes to"
+    );
+    assert!(
+        s.recorder.bodies.lock().expect("lock").is_empty(),
+        "nothing reached the upstream"
+    );
 }
 
 #[tokio::test]
@@ -239,15 +398,49 @@ async fn stateless_headers_must_agree_with_the_body() {
     let s = start(Mode::Enforce, DenyStyle::JsonRpcError, false).await;
     let body = call(json!(1), "get_order", json!({"order_id": "1"})).to_string();
     let v2026 = ("mcp-protocol-version", "2026-07-28");
-    let reply = post_raw(s.addr, "application/json", body.clone(), &[v2026, ("mcp-method", "tools/call"), ("mcp-name", "delete_order")]).await;
+    let reply = post_raw(
+        s.addr,
+        "application/json",
+        body.clone(),
+        &[
+            v2026,
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "delete_order"),
+        ],
+    )
+    .await;
     assert_eq!(reply.status, 400);
     assert_eq!(reply.json()["error"]["code"], -32020);
-    let reply = post_raw(s.addr, "application/json", body.clone(), &[v2026, ("mcp-method", "tools/list"), ("mcp-name", "get_order")]).await;
+    let reply = post_raw(
+        s.addr,
+        "application/json",
+        body.clone(),
+        &[
+            v2026,
+            ("mcp-method", "tools/list"),
+            ("mcp-name", "get_order"),
+        ],
+    )
+    .await;
     assert_eq!(reply.json()["error"]["code"], -32020);
     let reply = post_raw(s.addr, "application/json", body.clone(), &[v2026]).await;
-    assert_eq!(reply.json()["error"]["code"], -32020, "headers are required in 2026-07-28");
+    assert_eq!(
+        reply.json()["error"]["code"],
+        -32020,
+        "headers are required in 2026-07-28"
+    );
     assert!(s.recorder.calls().is_empty());
-    let reply = post_raw(s.addr, "application/json", body, &[v2026, ("mcp-method", "tools/call"), ("mcp-name", "get_order")]).await;
+    let reply = post_raw(
+        s.addr,
+        "application/json",
+        body,
+        &[
+            v2026,
+            ("mcp-method", "tools/call"),
+            ("mcp-name", "get_order"),
+        ],
+    )
+    .await;
     assert_eq!(reply.json()["result"]["isError"], false);
 }
 
@@ -258,16 +451,28 @@ async fn no_policy_set_fails_closed() {
     let (router, recorder) = upstream_router(false);
     let addr = serve(router.layer(PolicyLayer::new(engine).unauthenticated())).await;
     let v = post(addr, &refund(1, json!(1))).await.json();
-    assert_eq!(v["result"]["content"][0]["text"], "InternalServerException - Policy evaluation failed");
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "InternalServerException - Policy evaluation failed"
+    );
     assert!(recorder.calls().is_empty());
 }
 
 #[tokio::test]
 async fn other_methods_pass_through() {
     let s = start(Mode::Enforce, DenyStyle::JsonRpcError, false).await;
-    let v = post(s.addr, &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}})).await.json();
+    let v = post(
+        s.addr,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {}}),
+    )
+    .await
+    .json();
     assert_eq!(v["result"]["serverInfo"]["name"], "test");
-    let reply = post(s.addr, &json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    let reply = post(
+        s.addr,
+        &json!({"jsonrpc": "2.0", "method": "notifications/initialized"}),
+    )
+    .await;
     assert_eq!(reply.status, 202);
 }
 
@@ -276,7 +481,12 @@ fn list(id: Value) -> Value {
 }
 
 fn names(message: &Value) -> Vec<String> {
-    message["result"]["tools"].as_array().expect("tools").iter().map(|t| t["name"].as_str().unwrap_or_default().to_owned()).collect()
+    message["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .map(|t| t["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 #[tokio::test]
@@ -284,11 +494,22 @@ async fn tools_list_keeps_input_dependent_tools_and_drops_definite_denies() {
     for sse in [false, true] {
         let s = start(Mode::Enforce, DenyStyle::JsonRpcError, sse).await;
         let reply = post(s.addr, &list(json!(1))).await;
-        let message = if sse { reply.sse_messages().remove(0) } else { reply.json() };
+        let message = if sse {
+            reply.sse_messages().remove(0)
+        } else {
+            reply.json()
+        };
         // process_refund depends on the amount; get_order always allowed; update_order needs a
         // role tag the anonymous caller lacks; delete_order has no policy.
-        assert_eq!(names(&message), ["process_refund", "get_order"], "sse={sse}");
-        assert_eq!(message["result"]["nextCursor"], "page-2", "other fields are kept");
+        assert_eq!(
+            names(&message),
+            ["process_refund", "get_order"],
+            "sse={sse}"
+        );
+        assert_eq!(
+            message["result"]["nextCursor"], "page-2",
+            "other fields are kept"
+        );
         assert_eq!(message["id"], 1);
     }
 }
@@ -297,8 +518,18 @@ async fn tools_list_keeps_input_dependent_tools_and_drops_definite_denies() {
 async fn sse_events_other_than_the_list_pass_through_unchanged() {
     let s = start(Mode::Enforce, DenyStyle::JsonRpcError, true).await;
     let reply = post(s.addr, &list(json!("l"))).await;
-    assert!(reply.text.starts_with("id: prime\ndata:\n\n: a comment\n\n"), "{}", reply.text);
-    assert!(reply.text.contains("event: message\ndata: {"), "{}", reply.text);
+    assert!(
+        reply
+            .text
+            .starts_with("id: prime\ndata:\n\n: a comment\n\n"),
+        "{}",
+        reply.text
+    );
+    assert!(
+        reply.text.contains("event: message\ndata: {"),
+        "{}",
+        reply.text
+    );
 }
 
 #[tokio::test]
@@ -315,5 +546,8 @@ async fn list_without_policy_set_fails_closed() {
     let (router, _) = upstream_router(true);
     let addr = serve(router.layer(PolicyLayer::new(engine).unauthenticated())).await;
     let messages = post(addr, &list(json!(1))).await.sse_messages();
-    assert_eq!(messages[0]["result"]["content"][0]["text"], "InternalServerException - Policy evaluation failed for list tools");
+    assert_eq!(
+        messages[0]["result"]["content"][0]["text"],
+        "InternalServerException - Policy evaluation failed for list tools"
+    );
 }

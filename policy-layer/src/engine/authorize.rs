@@ -35,7 +35,10 @@ impl Outcome {
         if self.determining.is_empty() {
             "Policy evaluation denied due to no determining policies".to_owned()
         } else {
-            format!("Policy evaluation denied due to {}", self.determining.join(", "))
+            format!(
+                "Policy evaluation denied due to {}",
+                self.determining.join(", ")
+            )
         }
     }
 }
@@ -75,7 +78,9 @@ impl Snapshot {
             None,
         )
         .map_err(|e| AuthorizeError::Engine(e.to_string()))?;
-        let entities = self.entities(identity, tool, sets).map_err(AuthorizeError::Engine)?;
+        let entities = self
+            .entities(identity, tool, sets)
+            .map_err(AuthorizeError::Engine)?;
 
         let authorizer = Authorizer::new();
         let response = authorizer.is_authorized(&request, &sets.active, &entities);

@@ -116,10 +116,20 @@ impl PolicyIndex {
             candidates.extend(buckets.tools.get(tool).into_iter().flatten());
         }
         for group in model.ancestors(probe) {
-            candidates.extend(buckets.groups.get(group.id().unescaped()).into_iter().flatten());
+            candidates.extend(
+                buckets
+                    .groups
+                    .get(group.id().unescaped())
+                    .into_iter()
+                    .flatten(),
+            );
         }
         let mut out = ToolPolicies {
-            entities: if tool.is_some() { model.action_entities(probe) } else { Vec::new() },
+            entities: if tool.is_some() {
+                model.action_entities(probe)
+            } else {
+                Vec::new()
+            },
             candidates: candidates.len(),
             ..ToolPolicies::default()
         };

@@ -36,7 +36,12 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds and indexes a snapshot.
     #[must_use]
-    pub fn new(model: ActionModel, policies: Arc<LoadedPolicies>, catalog: Arc<ToolCatalog>, generation: u64) -> Self {
+    pub fn new(
+        model: ActionModel,
+        policies: Arc<LoadedPolicies>,
+        catalog: Arc<ToolCatalog>,
+        generation: u64,
+    ) -> Self {
         let index = PolicyIndex::build(&policies, &model, &catalog);
         Self {
             model,
@@ -78,11 +83,18 @@ impl Snapshot {
     }
 
     fn input_type(&self, tool: &str) -> &InputType {
-        self.catalog.get(tool).map_or(&InputType::Untyped, |t| &t.input)
+        self.catalog
+            .get(tool)
+            .map_or(&InputType::Untyped, |t| &t.input)
     }
 
     /// The entities of a request: principal, action with its groups, resource.
-    fn entities(&self, identity: &Identity, tool: &str, sets: &ToolPolicies) -> Result<Entities, String> {
+    fn entities(
+        &self,
+        identity: &Identity,
+        tool: &str,
+        sets: &ToolPolicies,
+    ) -> Result<Entities, String> {
         let mut entities = Vec::with_capacity(sets.entities.len() + 1);
         entities.push(self.model.principal_entity(identity));
         if sets.entities.is_empty() {
@@ -205,7 +217,10 @@ mod tests {
         Identity {
             kind: PrincipalKind::OAuthUser,
             subject: "alice".into(),
-            tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             expires_at: None,
         }
     }
@@ -220,20 +235,36 @@ mod tests {
     }
 
     fn engine(policies: &str, catalog: ToolCatalog) -> PolicyEngine {
-        let engine = PolicyEngine::from_sources(model(), &[PolicySource::new("policies/refund.cedar", policies)])
-            .expect("policies load");
+        let engine = PolicyEngine::from_sources(
+            model(),
+            &[PolicySource::new("policies/refund.cedar", policies)],
+        )
+        .expect("policies load");
         engine.set_catalog(catalog);
         engine
     }
 
-    fn decide(engine: &PolicyEngine, identity: &Identity, tool: &str, args: Value) -> Result<Outcome, AuthorizeError> {
-        engine.snapshot().expect("snapshot").authorize(identity, tool, Some(&args))
+    fn decide(
+        engine: &PolicyEngine,
+        identity: &Identity,
+        tool: &str,
+        args: Value,
+    ) -> Result<Outcome, AuthorizeError> {
+        engine
+            .snapshot()
+            .expect("snapshot")
+            .authorize(identity, tool, Some(&args))
     }
 
     fn allowed(engine: &PolicyEngine, amount: Value) -> bool {
-        decide(engine, &user(&[]), "process_refund", json!({"amount": amount, "customer_id": "C001"}))
-            .expect("decides")
-            .allowed()
+        decide(
+            engine,
+            &user(&[]),
+            "process_refund",
+            json!({"amount": amount, "customer_id": "C001"}),
+        )
+        .expect("decides")
+        .allowed()
     }
 
     const LIMIT_1000: &str = r#"
@@ -252,7 +283,11 @@ mod tests {
             (json!(0.01), true),
             (json!(-100.0), true),
         ] {
-            assert_eq!(allowed(&engine, amount.clone()), expected, "amount {amount}");
+            assert_eq!(
+                allowed(&engine, amount.clone()),
+                expected,
+                "amount {amount}"
+            );
         }
     }
 
@@ -261,9 +296,17 @@ mod tests {
         let engine = engine(LIMIT_1000, refund_catalog("number"));
         assert!(allowed(&engine, json!(500)));
         assert!(!allowed(&engine, json!(1000)));
-        let err = decide(&engine, &user(&[]), "process_refund", json!({"amount": "500", "customer_id": "C1"}))
-            .expect_err("a string is not a number");
-        assert_eq!(err.to_string(), "input.amount: expected a number, got a string");
+        let err = decide(
+            &engine,
+            &user(&[]),
+            "process_refund",
+            json!({"amount": "500", "customer_id": "C1"}),
+        )
+        .expect_err("a string is not a number");
+        assert_eq!(
+            err.to_string(),
+            "input.amount: expected a number, got a string"
+        );
     }
 
     #[test]
@@ -274,7 +317,15 @@ mod tests {
         assert!(allowed(&engine, json!(500)));
         assert!(allowed(&engine, json!(500.0)));
         assert!(!allowed(&engine, json!(2000)));
-        assert!(decide(&engine, &user(&[]), "process_refund", json!({"amount": 500.5})).is_err());
+        assert!(
+            decide(
+                &engine,
+                &user(&[]),
+                "process_refund",
+                json!({"amount": 500.5})
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -286,13 +337,34 @@ mod tests {
             when {{ context.input.amount.greaterThanOrEqual(decimal("500.0")) }};"#
         );
         let engine = engine(&policies, refund_catalog("number"));
-        for (amount, expected) in [(100.0, true), (499.99, true), (500.0, false), (750.0, false), (1000.0, false)] {
+        for (amount, expected) in [
+            (100.0, true),
+            (499.99, true),
+            (500.0, false),
+            (750.0, false),
+            (1000.0, false),
+        ] {
             assert_eq!(allowed(&engine, json!(amount)), expected, "amount {amount}");
         }
-        let outcome = decide(&engine, &user(&[]), "process_refund", json!({"amount": 750.0})).expect("decides");
+        let outcome = decide(
+            &engine,
+            &user(&[]),
+            "process_refund",
+            json!({"amount": 750.0}),
+        )
+        .expect("decides");
         assert_eq!(outcome.determining, ["forbid_large"]);
-        assert_eq!(outcome.deny_reason(), "Policy evaluation denied due to forbid_large");
-        let outcome = decide(&engine, &user(&[]), "process_refund", json!({"amount": 100.0})).expect("decides");
+        assert_eq!(
+            outcome.deny_reason(),
+            "Policy evaluation denied due to forbid_large"
+        );
+        let outcome = decide(
+            &engine,
+            &user(&[]),
+            "process_refund",
+            json!({"amount": 100.0}),
+        )
+        .expect("decides");
         assert_eq!(outcome.determining, ["refund.0"]);
     }
 
@@ -304,17 +376,43 @@ mod tests {
         let engine = engine(policy, refund_catalog("number"));
         let agent = user(&[("role", "refund-agent")]);
         let args = json!({"amount": 150, "customer_id": "C1"});
-        assert!(decide(&engine, &agent, "process_refund", args.clone()).expect("decides").allowed());
-        assert!(!decide(&engine, &user(&[("role", "viewer")]), "process_refund", args.clone()).expect("decides").allowed());
-        assert!(!decide(&engine, &user(&[]), "process_refund", args).expect("decides").allowed());
+        assert!(
+            decide(&engine, &agent, "process_refund", args.clone())
+                .expect("decides")
+                .allowed()
+        );
+        assert!(
+            !decide(
+                &engine,
+                &user(&[("role", "viewer")]),
+                "process_refund",
+                args.clone()
+            )
+            .expect("decides")
+            .allowed()
+        );
+        assert!(
+            !decide(&engine, &user(&[]), "process_refund", args)
+                .expect("decides")
+                .allowed()
+        );
     }
 
     #[test]
     fn tool_without_policy_is_denied_by_default() {
         let engine = engine(LIMIT_1000, refund_catalog("number"));
-        let outcome = decide(&engine, &user(&[]), "delete_order", json!({"order_id": "1"})).expect("decides");
+        let outcome = decide(
+            &engine,
+            &user(&[]),
+            "delete_order",
+            json!({"order_id": "1"}),
+        )
+        .expect("decides");
         assert_eq!(outcome.decision, Decision::Deny);
-        assert_eq!(outcome.deny_reason(), "Policy evaluation denied due to no determining policies");
+        assert_eq!(
+            outcome.deny_reason(),
+            "Policy evaluation denied due to no determining policies"
+        );
     }
 
     #[test]
@@ -322,28 +420,57 @@ mod tests {
         let policy = r#"permit(principal, action in AgentCore::Action::"RefundTool", resource);
                         forbid(principal, action in [AgentCore::Action::"RefundTool___delete_order"], resource);"#;
         let engine = engine(policy, refund_catalog("number"));
-        assert!(decide(&engine, &user(&[]), "get_order", json!({})).expect("decides").allowed());
-        assert!(decide(&engine, &user(&[]), "never_listed", json!({})).expect("decides").allowed());
-        assert!(!decide(&engine, &user(&[]), "delete_order", json!({})).expect("decides").allowed());
+        assert!(
+            decide(&engine, &user(&[]), "get_order", json!({}))
+                .expect("decides")
+                .allowed()
+        );
+        assert!(
+            decide(&engine, &user(&[]), "never_listed", json!({}))
+                .expect("decides")
+                .allowed()
+        );
+        assert!(
+            !decide(&engine, &user(&[]), "delete_order", json!({}))
+                .expect("decides")
+                .allowed()
+        );
         let engine = super::PolicyEngine::from_sources(
             model(),
             &[PolicySource::new("p.cedar", r#"permit(principal, action in AgentCore::Action::"CallTool", resource is AgentCore::Gateway);"#)],
         )
         .expect("loads");
-        assert!(decide(&engine, &user(&[]), "anything", json!({})).expect("decides").allowed());
+        assert!(
+            decide(&engine, &user(&[]), "anything", json!({}))
+                .expect("decides")
+                .allowed()
+        );
     }
 
     #[test]
     fn extra_groups_from_config_are_action_groups() {
         let mut config = model();
-        config.groups.insert("ReadOnly".into(), vec!["get_order".into()]);
+        config
+            .groups
+            .insert("ReadOnly".into(), vec!["get_order".into()]);
         let engine = PolicyEngine::from_sources(
             config,
-            &[PolicySource::new("p.cedar", r#"permit(principal, action in AgentCore::Action::"ReadOnly", resource);"#)],
+            &[PolicySource::new(
+                "p.cedar",
+                r#"permit(principal, action in AgentCore::Action::"ReadOnly", resource);"#,
+            )],
         )
         .expect("loads");
-        assert!(decide(&engine, &user(&[]), "get_order", json!({})).expect("decides").allowed());
-        assert!(!decide(&engine, &user(&[]), "update_order", json!({})).expect("decides").allowed());
+        assert!(
+            decide(&engine, &user(&[]), "get_order", json!({}))
+                .expect("decides")
+                .allowed()
+        );
+        assert!(
+            !decide(&engine, &user(&[]), "update_order", json!({}))
+                .expect("decides")
+                .allowed()
+        );
     }
 
     #[test]
@@ -357,11 +484,26 @@ mod tests {
             permit(principal, action, resource);"#
         );
         let engine = engine(&policies, refund_catalog("number"));
-        let outcome = decide(&engine, &user(&[]), "process_refund", json!({"amount": 500})).expect("decides");
+        let outcome = decide(
+            &engine,
+            &user(&[]),
+            "process_refund",
+            json!({"amount": 500}),
+        )
+        .expect("decides");
         assert!(outcome.allowed(), "a shadow forbid does not deny");
-        assert_eq!(outcome.shadow_matched, ["shadow_forbid_over_100", "shadow_permit_all"]);
+        assert_eq!(
+            outcome.shadow_matched,
+            ["shadow_forbid_over_100", "shadow_permit_all"]
+        );
         assert_eq!(outcome.shadow_flipping, ["shadow_forbid_over_100"]);
-        let outcome = decide(&engine, &user(&[]), "process_refund", json!({"amount": 5000})).expect("decides");
+        let outcome = decide(
+            &engine,
+            &user(&[]),
+            "process_refund",
+            json!({"amount": 5000}),
+        )
+        .expect("decides");
         assert!(!outcome.allowed(), "a shadow permit does not allow");
         assert_eq!(outcome.shadow_flipping, ["shadow_permit_all"]);
     }
@@ -398,11 +540,29 @@ mod tests {
         let engine = engine(policies, refund_catalog("number"));
         let snapshot = engine.snapshot().expect("snapshot");
         let alice = user(&[]);
-        assert_eq!(snapshot.partially_authorize(&alice, "process_refund"), Ok(Listing::Depends));
-        assert_eq!(snapshot.partially_authorize(&alice, "get_order"), Ok(Listing::Allowed));
-        assert_eq!(snapshot.partially_authorize(&user(&[("blocked", "true")]), "get_order"), Ok(Listing::Denied));
-        assert_eq!(snapshot.partially_authorize(&alice, "update_order"), Ok(Listing::Denied));
-        assert_eq!(snapshot.partially_authorize(&user(&[("role", "admin")]), "update_order"), Ok(Listing::Allowed));
-        assert_eq!(snapshot.partially_authorize(&alice, "delete_order"), Ok(Listing::Denied));
+        assert_eq!(
+            snapshot.partially_authorize(&alice, "process_refund"),
+            Ok(Listing::Depends)
+        );
+        assert_eq!(
+            snapshot.partially_authorize(&alice, "get_order"),
+            Ok(Listing::Allowed)
+        );
+        assert_eq!(
+            snapshot.partially_authorize(&user(&[("blocked", "true")]), "get_order"),
+            Ok(Listing::Denied)
+        );
+        assert_eq!(
+            snapshot.partially_authorize(&alice, "update_order"),
+            Ok(Listing::Denied)
+        );
+        assert_eq!(
+            snapshot.partially_authorize(&user(&[("role", "admin")]), "update_order"),
+            Ok(Listing::Allowed)
+        );
+        assert_eq!(
+            snapshot.partially_authorize(&alice, "delete_order"),
+            Ok(Listing::Denied)
+        );
     }
 }

@@ -67,7 +67,9 @@ impl LoadedPolicies {
     /// The policy with that id.
     #[must_use]
     pub fn get(&self, id: &str) -> Option<&LoadedPolicy> {
-        self.policies.iter().find(|p| AsRef::<str>::as_ref(p.policy.id()) == id)
+        self.policies
+            .iter()
+            .find(|p| AsRef::<str>::as_ref(p.policy.id()) == id)
     }
 }
 
@@ -188,7 +190,10 @@ pub fn load(sources: &[PolicySource]) -> Result<LoadedPolicies, LoadErrors> {
         let mut parsed: Vec<(usize, &Policy)> = set
             .policies()
             .map(|p| {
-                let n = AsRef::<str>::as_ref(p.id()).trim_start_matches("policy").parse().unwrap_or(usize::MAX);
+                let n = AsRef::<str>::as_ref(p.id())
+                    .trim_start_matches("policy")
+                    .parse()
+                    .unwrap_or(usize::MAX);
                 (n, p)
             })
             .collect();
@@ -247,18 +252,31 @@ mod tests {
                permit(principal, action, resource);"#,
         )])
         .expect("loads");
-        let ids: Vec<&str> = loaded.policies.iter().map(|p| AsRef::<str>::as_ref(p.policy.id())).collect();
+        let ids: Vec<&str> = loaded
+            .policies
+            .iter()
+            .map(|p| AsRef::<str>::as_ref(p.policy.id()))
+            .collect();
         assert_eq!(ids, ["refund.0", "named", "refund.2"]);
     }
 
     #[test]
     fn duplicate_ids_fail_loading_naming_both_files() {
         let err = load(&[
-            PolicySource::new("a.cedar", r#"@id("x") permit(principal, action, resource);"#),
-            PolicySource::new("b.cedar", r#"@id("x") permit(principal, action, resource);"#),
+            PolicySource::new(
+                "a.cedar",
+                r#"@id("x") permit(principal, action, resource);"#,
+            ),
+            PolicySource::new(
+                "b.cedar",
+                r#"@id("x") permit(principal, action, resource);"#,
+            ),
         ])
         .expect_err("duplicate");
-        assert_eq!(err.to_string(), "duplicate policy id `x`: in a.cedar and in b.cedar");
+        assert_eq!(
+            err.to_string(),
+            "duplicate policy id `x`: in a.cedar and in b.cedar"
+        );
     }
 
     #[test]
@@ -283,8 +301,11 @@ mod tests {
         )])
         .expect("loads");
         assert_eq!(loaded.policies[0].enforcement, Enforcement::LogOnly);
-        let err = load(&[PolicySource::new("s.cedar", r#"@enforcement("MAYBE") forbid(principal, action, resource);"#)])
-            .expect_err("bad flag");
+        let err = load(&[PolicySource::new(
+            "s.cedar",
+            r#"@enforcement("MAYBE") forbid(principal, action, resource);"#,
+        )])
+        .expect_err("bad flag");
         assert!(err.to_string().contains("@enforcement must be"), "{err}");
     }
 }

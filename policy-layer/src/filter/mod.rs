@@ -55,12 +55,9 @@ impl Rewrite {
         let Ok(mut value) = serde_json::from_str::<Value>(text) else {
             return Some(self.fail_pending());
         };
-        let Some(pos) = value
+        let pos = value
             .get("id")
-            .and_then(|id| self.list_ids.iter().position(|l| l == id))
-        else {
-            return None;
-        };
+            .and_then(|id| self.list_ids.iter().position(|l| l == id))?;
         let id = self.list_ids.swap_remove(pos);
         Some(self.filter_list(id, &mut value))
     }
@@ -81,7 +78,10 @@ impl Rewrite {
             }
             _ => match text.filter(|t| !t.trim().is_empty()) {
                 Some(t) if serde_json::from_str::<&RawValue>(t.trim()).is_ok() => {
-                    out.push(self.message(t.trim()).unwrap_or_else(|| t.trim().to_owned()));
+                    out.push(
+                        self.message(t.trim())
+                            .unwrap_or_else(|| t.trim().to_owned()),
+                    );
                 }
                 Some(_) | None if !self.list_ids.is_empty() => out.push(self.fail_pending()),
                 _ => {}
@@ -100,9 +100,7 @@ impl Rewrite {
         let answers: Vec<String> = self
             .list_ids
             .drain(..)
-            .map(|id| {
-                response::tool_error(&id, response::LIST_EVALUATION_FAILED, None)
-            })
+            .map(|id| response::tool_error(&id, response::LIST_EVALUATION_FAILED, None))
             .collect();
         self.observer.on_list(&ListRecord {
             engine: &self.settings.engine_name,

@@ -130,7 +130,12 @@ impl SseRewriter {
             return;
         }
         match self.rewrite.message(&data) {
-            Some(rewritten) => push_event(out, &others, &rewritten, if sep.is_empty() { b"\n\n" } else { sep }),
+            Some(rewritten) => push_event(
+                out,
+                &others,
+                &rewritten,
+                if sep.is_empty() { b"\n\n" } else { sep },
+            ),
             None => {
                 out.extend_from_slice(event);
                 out.extend_from_slice(sep);
@@ -196,7 +201,9 @@ mod tests {
     fn feed_all(r: &mut SseRewriter, chunks: &[&str]) -> String {
         let mut out = String::new();
         for c in chunks {
-            let bytes = r.feed(Bytes::from(c.to_string())).unwrap_or_else(|(b, _)| b);
+            let bytes = r
+                .feed(Bytes::from(c.to_string()))
+                .unwrap_or_else(|(b, _)| b);
             out.push_str(&String::from_utf8_lossy(&bytes));
         }
         out.push_str(&String::from_utf8_lossy(&r.finish()));
@@ -206,24 +213,51 @@ mod tests {
     #[test]
     fn garbled_event_fails_the_pending_list_closed() {
         let mut r = rewriter(vec![json!(1)], Vec::new());
-        let out = feed_all(&mut r, &["event: message\ndata: {not json\n\n", "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n"]);
-        assert!(out.contains("Policy evaluation failed for list tools"), "{out}");
-        assert!(!out.contains("{not json"), "the garbled event is never passed through: {out}");
+        let out = feed_all(
+            &mut r,
+            &[
+                "event: message\ndata: {not json\n\n",
+                "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n",
+            ],
+        );
+        assert!(
+            out.contains("Policy evaluation failed for list tools"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("{not json"),
+            "the garbled event is never passed through: {out}"
+        );
     }
 
     #[test]
     fn events_split_across_chunks_are_reassembled() {
         let mut r = rewriter(vec![json!(7)], Vec::new());
-        let out = feed_all(&mut r, &[": hi\n\nda", "ta: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\r\n\r\n"]);
-        assert!(out.starts_with(": hi\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\r\n\r\n"), "{out:?}");
-        assert!(out.contains("failed for list tools"), "a list never answered fails closed at the end: {out}");
+        let out = feed_all(
+            &mut r,
+            &[
+                ": hi\n\nda",
+                "ta: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\r\n\r\n",
+            ],
+        );
+        assert!(
+            out.starts_with(": hi\n\ndata: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{}}\r\n\r\n"),
+            "{out:?}"
+        );
+        assert!(
+            out.contains("failed for list tools"),
+            "a list never answered fails closed at the end: {out}"
+        );
     }
 
     #[test]
     fn passes_through_once_nothing_is_pending() {
         let mut r = rewriter(Vec::new(), vec!["{\"local\":1}".to_owned()]);
         let out = feed_all(&mut r, &["data: partial", " event\n\n"]);
-        assert_eq!(out, "event: message\ndata: {\"local\":1}\n\ndata: partial event\n\n");
+        assert_eq!(
+            out,
+            "event: message\ndata: {\"local\":1}\n\ndata: partial event\n\n"
+        );
     }
 
     #[test]

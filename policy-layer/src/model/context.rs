@@ -64,31 +64,46 @@ impl TypedInput {
     }
 }
 
-fn to_cedar(value: &Value, ty: &InputType, path: &mut String) -> Result<RestrictedExpression, InputError> {
+fn to_cedar(
+    value: &Value,
+    ty: &InputType,
+    path: &mut String,
+) -> Result<RestrictedExpression, InputError> {
     match (ty, value) {
         (InputType::String | InputType::Untyped, Value::String(s)) => {
             Ok(RestrictedExpression::new_string(s.clone()))
         }
-        (InputType::Bool | InputType::Untyped, Value::Bool(b)) => Ok(RestrictedExpression::new_bool(*b)),
-        (InputType::Long, Value::Number(n)) => long(n).map(RestrictedExpression::new_long).map_err(|p| err(path, p)),
-        (InputType::Decimal, Value::Number(n)) => decimal(n).map(RestrictedExpression::new_decimal).map_err(|p| err(path, p)),
-        (InputType::Untyped, Value::Number(n)) => {
-            if n.is_f64() {
-                decimal(n).map(RestrictedExpression::new_decimal)
-            } else {
-                long(n).map(RestrictedExpression::new_long)
-            }
-            .map_err(|p| err(path, p))
+        (InputType::Bool | InputType::Untyped, Value::Bool(b)) => {
+            Ok(RestrictedExpression::new_bool(*b))
         }
+        (InputType::Long, Value::Number(n)) => long(n)
+            .map(RestrictedExpression::new_long)
+            .map_err(|p| err(path, p)),
+        (InputType::Decimal, Value::Number(n)) => decimal(n)
+            .map(RestrictedExpression::new_decimal)
+            .map_err(|p| err(path, p)),
+        (InputType::Untyped, Value::Number(n)) => if n.is_f64() {
+            decimal(n).map(RestrictedExpression::new_decimal)
+        } else {
+            long(n).map(RestrictedExpression::new_long)
+        }
+        .map_err(|p| err(path, p)),
         (InputType::Set(item), Value::Array(items)) => set(items, item, path),
         (InputType::Untyped, Value::Array(items)) => set(items, &InputType::Untyped, path),
         (InputType::Record(record), Value::Object(map)) => self::record(map, Some(record), path),
         (InputType::Untyped, Value::Object(map)) => self::record(map, None, path),
-        (ty, value) => Err(err(path, format!("expected {}, got {}", expected(ty), kind(value)))),
+        (ty, value) => Err(err(
+            path,
+            format!("expected {}, got {}", expected(ty), kind(value)),
+        )),
     }
 }
 
-fn set(items: &[Value], item: &InputType, path: &mut String) -> Result<RestrictedExpression, InputError> {
+fn set(
+    items: &[Value],
+    item: &InputType,
+    path: &mut String,
+) -> Result<RestrictedExpression, InputError> {
     let mut out = Vec::with_capacity(items.len());
     for (i, v) in items.iter().enumerate() {
         let len = path.len();
@@ -104,14 +119,15 @@ fn record(
     declared: Option<&RecordType>,
     path: &mut String,
 ) -> Result<RestrictedExpression, InputError> {
-    if let Some(declared) = declared {
-        if let Some(missing) = declared
-            .attributes
+    if let Some(missing) = declared.and_then(|d| {
+        d.attributes
             .iter()
             .find(|a| a.required && map.get(&a.name).is_none_or(Value::is_null))
-        {
-            return Err(err(path, format!("missing required attribute `{}`", missing.name)));
-        }
+    }) {
+        return Err(err(
+            path,
+            format!("missing required attribute `{}`", missing.name),
+        ));
     }
     let mut fields = Vec::with_capacity(map.len());
     for (name, v) in map {
@@ -170,12 +186,20 @@ fn decimal(n: &Number) -> Result<String, String> {
             "{n} has more than {DECIMAL_FRACTION_DIGITS} fraction digits, which a decimal cannot hold"
         ));
     }
-    let digits = int_part.trim_start_matches('-').trim_start_matches('0').len() + frac_part.trim_end_matches('0').len();
+    let digits = int_part
+        .trim_start_matches('-')
+        .trim_start_matches('0')
+        .len()
+        + frac_part.trim_end_matches('0').len();
     if digits > MAX_EXACT_DIGITS {
-        return Err(format!("{n} has more significant digits than can be checked exactly"));
+        return Err(format!(
+            "{n} has more significant digits than can be checked exactly"
+        ));
     }
     // i64 / 10^4: |value| < 922337203685477.5807.
-    let int_value: i128 = int_part.parse().map_err(|_| format!("{n} is not a decimal"))?;
+    let int_value: i128 = int_part
+        .parse()
+        .map_err(|_| format!("{n} is not a decimal"))?;
     if int_value.abs() > 922_337_203_685_476 {
         return Err(format!("{n} is out of range for a decimal"));
     }
@@ -248,8 +272,11 @@ mod tests {
         assert!(decimal(&num(json!(1e300))).is_err());
         assert!(decimal(&num(json!(u64::MAX))).is_err());
         assert!(decimal(&num(json!(922_337_203_685_477_i64))).is_err());
-        assert!(decimal(&num(json!(123_456_789_012.3456))).is_err());
-        assert_eq!(decimal(&num(json!(12_345_678_901.2345))).as_deref(), Ok("12345678901.2345"));
+        assert!(decimal(&num(json!(123_456_789_012.345_6))).is_err());
+        assert_eq!(
+            decimal(&num(json!(12_345_678_901.234_5))).as_deref(),
+            Ok("12345678901.2345")
+        );
     }
 
     #[test]
@@ -263,32 +290,46 @@ mod tests {
 
     #[test]
     fn types_arguments_by_schema() {
-        let typed = TypedInput::new(Some(&json!({"amount": 500, "count": 2.0, "customer_id": "C1"})), &refund_type());
+        let typed = TypedInput::new(
+            Some(&json!({"amount": 500, "count": 2.0, "customer_id": "C1"})),
+            &refund_type(),
+        );
         assert!(typed.is_ok(), "{typed:?}");
     }
 
     #[test]
     fn wrong_type_names_the_path() {
-        let e = TypedInput::new(Some(&json!({"amount": "500"})), &refund_type()).expect_err("string for number");
-        assert_eq!(e.to_string(), "input.amount: expected a number, got a string");
+        let e = TypedInput::new(Some(&json!({"amount": "500"})), &refund_type())
+            .expect_err("string for number");
+        assert_eq!(
+            e.to_string(),
+            "input.amount: expected a number, got a string"
+        );
         let e = TypedInput::new(Some(&json!({"count": 1})), &refund_type()).expect_err("missing");
         assert_eq!(e.to_string(), "input: missing required attribute `amount`");
         let e = TypedInput::new(Some(&json!([1])), &refund_type()).expect_err("not an object");
-        assert_eq!(e.to_string(), "input: arguments must be an object, got an array");
+        assert_eq!(
+            e.to_string(),
+            "input: arguments must be an object, got an array"
+        );
     }
 
     #[test]
     fn nested_paths_are_reported() {
         let ty = input_type(&json!({"type": "object", "properties": {
             "items": {"type": "array", "items": {"type": "object", "properties": {"qty": {"type": "integer"}}}}}}));
-        let e = TypedInput::new(Some(&json!({"items": [{"qty": 1}, {"qty": 1.5}]})), &ty).expect_err("fraction");
+        let e = TypedInput::new(Some(&json!({"items": [{"qty": 1}, {"qty": 1.5}]})), &ty)
+            .expect_err("fraction");
         assert_eq!(e.path, "input.items[1].qty");
     }
 
     #[test]
     fn untyped_arguments_map_json_types_directly() {
-        let typed = TypedInput::new(Some(&json!({"a": 1, "b": 1.5, "c": "x", "d": [true], "e": {"f": null}})), &InputType::Untyped)
-            .expect("typed");
+        let typed = TypedInput::new(
+            Some(&json!({"a": 1, "b": 1.5, "c": "x", "d": [true], "e": {"f": null}})),
+            &InputType::Untyped,
+        )
+        .expect("typed");
         assert!(typed.into_context().is_ok());
     }
 }

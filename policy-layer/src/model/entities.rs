@@ -75,7 +75,9 @@ impl ActionModel {
                 .groups
                 .keys()
                 .filter(|g| **g != config.target)
-                .map(|g| Entity::new_no_attrs(uid(&action_type, g), HashSet::from([call_tool.clone()]))),
+                .map(|g| {
+                    Entity::new_no_attrs(uid(&action_type, g), HashSet::from([call_tool.clone()]))
+                }),
         );
         Self {
             config,
@@ -184,7 +186,8 @@ impl ActionModel {
             .iter()
             .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
         // String literals cannot fail to evaluate.
-        Entity::new_with_tags(uid.clone(), attrs, [], tags).unwrap_or_else(|_| Entity::with_uid(uid))
+        Entity::new_with_tags(uid.clone(), attrs, [], tags)
+            .unwrap_or_else(|_| Entity::with_uid(uid))
     }
 }
 
@@ -202,7 +205,10 @@ mod tests {
             model.action_uid("process_refund").to_string(),
             r#"AgentCore::Action::"RefundTool___process_refund""#
         );
-        assert_eq!(model.tool_of_action("RefundTool___process_refund"), Some("process_refund"));
+        assert_eq!(
+            model.tool_of_action("RefundTool___process_refund"),
+            Some("process_refund")
+        );
         assert_eq!(model.tool_of_action("Other___process_refund"), None);
     }
 
@@ -213,7 +219,11 @@ mod tests {
             groups: [("ReadOnly".to_owned(), vec!["get_order".to_owned()])].into(),
             ..ModelConfig::default()
         });
-        let ids: Vec<String> = model.ancestors("get_order").iter().map(|u| u.id().unescaped().to_owned()).collect();
+        let ids: Vec<String> = model
+            .ancestors("get_order")
+            .iter()
+            .map(|u| u.id().unescaped().to_owned())
+            .collect();
         assert_eq!(ids, ["Orders", "ReadOnly", "CallTool", "Mcp"]);
         assert_eq!(model.ancestors("update_order").len(), 3);
     }

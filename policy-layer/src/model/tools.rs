@@ -171,7 +171,10 @@ fn schema_type(obj: &Map<String, Value>) -> Option<&str> {
     match obj.get("type")? {
         Value::String(t) => Some(t),
         Value::Array(types) => {
-            let mut non_null = types.iter().filter_map(Value::as_str).filter(|t| *t != "null");
+            let mut non_null = types
+                .iter()
+                .filter_map(Value::as_str)
+                .filter(|t| *t != "null");
             let first = non_null.next()?;
             non_null.next().is_none().then_some(first)
         }
@@ -201,7 +204,10 @@ mod tests {
         let amount = record.attribute("amount").expect("amount");
         assert_eq!(amount.ty, InputType::Decimal);
         assert!(amount.required);
-        assert_eq!(record.attribute("count").expect("count").ty, InputType::Long);
+        assert_eq!(
+            record.attribute("count").expect("count").ty,
+            InputType::Long
+        );
         assert!(!record.attribute("urgent").expect("urgent").required);
         assert_eq!(
             record.attribute("tags").expect("tags").ty,
@@ -211,7 +217,13 @@ mod tests {
 
     #[test]
     fn nullable_type_maps_to_its_non_null_type() {
-        assert_eq!(input_type(&json!({"type": ["number", "null"]})), InputType::Decimal);
-        assert_eq!(input_type(&json!({"type": ["number", "string"]})), InputType::Untyped);
+        assert_eq!(
+            input_type(&json!({"type": ["number", "null"]})),
+            InputType::Decimal
+        );
+        assert_eq!(
+            input_type(&json!({"type": ["number", "string"]})),
+            InputType::Untyped
+        );
     }
 }

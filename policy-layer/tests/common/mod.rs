@@ -58,7 +58,9 @@ fn answer(message: &Value) -> Option<Value> {
             let text = format!("{name} done with {}", message["params"]["arguments"]);
             json!({"isError": false, "content": [{"type": "text", "text": text}]})
         }
-        "initialize" => json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "test", "version": "1"}}),
+        "initialize" => {
+            json!({"protocolVersion": "2025-06-18", "capabilities": {"tools": {}}, "serverInfo": {"name": "test", "version": "1"}})
+        }
         _ => json!({}),
     };
     Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
@@ -75,7 +77,11 @@ async fn mcp(State(up): State<Upstream>, headers: HeaderMap, body: Bytes) -> Res
     };
     for m in &messages {
         if m.get("method").and_then(Value::as_str) == Some("tools/call") {
-            up.recorder.calls.lock().expect("lock").push(m["params"].clone());
+            up.recorder
+                .calls
+                .lock()
+                .expect("lock")
+                .push(m["params"].clone());
         }
     }
     let answers: Vec<Value> = messages.iter().filter_map(answer).collect();
@@ -90,22 +96,34 @@ async fn mcp(State(up): State<Upstream>, headers: HeaderMap, body: Bytes) -> Res
         }
         ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response()
     } else {
-        let body = if value.is_array() { Value::Array(answers) } else { answers[0].clone() };
-        ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        let body = if value.is_array() {
+            Value::Array(answers)
+        } else {
+            answers[0].clone()
+        };
+        (
+            [(header::CONTENT_TYPE, "application/json")],
+            body.to_string(),
+        )
+            .into_response()
     }
 }
 
 pub fn upstream_router(sse: bool) -> (Router, Recorder) {
     let recorder = Recorder::default();
-    let router = Router::new().route("/mcp", routing::post(mcp)).with_state(Upstream {
-        recorder: recorder.clone(),
-        sse,
-    });
+    let router = Router::new()
+        .route("/mcp", routing::post(mcp))
+        .with_state(Upstream {
+            recorder: recorder.clone(),
+            sse,
+        });
     (router, recorder)
 }
 
 pub async fn serve(router: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
@@ -129,7 +147,11 @@ impl Reply {
         self.text
             .split("\n\n")
             .filter_map(|event| {
-                let data: Vec<&str> = event.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim).collect();
+                let data: Vec<&str> = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim)
+                    .collect();
                 let data = data.join("\n");
                 (!data.is_empty()).then(|| serde_json::from_str(&data).expect("event data is JSON"))
             })
@@ -137,7 +159,12 @@ impl Reply {
     }
 }
 
-pub async fn post_raw(addr: SocketAddr, content_type: &str, body: impl Into<Bytes>, extra: &[(&str, &str)]) -> Reply {
+pub async fn post_raw(
+    addr: SocketAddr,
+    content_type: &str,
+    body: impl Into<Bytes>,
+    extra: &[(&str, &str)],
+) -> Reply {
     let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
     let mut req = axum::http::Request::post(format!("http://{addr}/mcp"))
         .header(header::CONTENT_TYPE, content_type)
@@ -145,11 +172,18 @@ pub async fn post_raw(addr: SocketAddr, content_type: &str, body: impl Into<Byte
     for (k, v) in extra {
         req = req.header(*k, *v);
     }
-    let res = client.request(req.body(Body::from(body.into())).expect("request")).await.expect("response");
+    let res = client
+        .request(req.body(Body::from(body.into())).expect("request"))
+        .await
+        .expect("response");
     let status = res.status();
     let headers = res.headers().clone();
     let bytes = res.into_body().collect().await.expect("body").to_bytes();
-    Reply { status, headers, text: String::from_utf8_lossy(&bytes).into_owned() }
+    Reply {
+        status,
+        headers,
+        text: String::from_utf8_lossy(&bytes).into_owned(),
+    }
 }
 
 pub async fn post(addr: SocketAddr, body: &Value) -> Reply {

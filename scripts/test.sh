@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The project's test suite: what README.md's quick start calls and what CI runs.
+# Installs what it needs by itself (through the project's own scripts) on a fresh machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== build (binaries the end-to-end tests start)"
+cargo build --workspace --bins
+
+echo "== unit, integration and end-to-end tests"
+cargo test --workspace --no-fail-fast
+
+echo "== benches compile (timed only by hand, see README)"
+cargo bench --workspace --no-run
+
+echo "== deploy manifests, Helm chart and compose file validate"
+scripts/validate-deploy.sh
