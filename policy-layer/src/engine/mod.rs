@@ -5,6 +5,7 @@ pub mod authorize;
 pub mod index;
 pub mod partial;
 pub mod policies;
+pub mod validate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

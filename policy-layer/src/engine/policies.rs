@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use cedar_policy::{Policy, PolicyId, PolicySet};
 use miette::Diagnostic;
@@ -54,6 +55,8 @@ pub struct LoadedPolicy {
     pub enforcement: Enforcement,
     /// The source it came from.
     pub origin: String,
+    /// The whole text of that source (positions are offsets into it).
+    pub source: Arc<str>,
 }
 
 /// Every loaded policy, in source order.
@@ -164,6 +167,7 @@ pub fn load(sources: &[PolicySource]) -> Result<LoadedPolicies, LoadErrors> {
     let mut policies = Vec::new();
     let mut seen: HashMap<String, String> = HashMap::new();
     for source in sources {
+        let text: Arc<str> = Arc::from(source.text.as_str());
         let set = match PolicySet::from_str(&source.text) {
             Ok(set) => set,
             Err(e) => {
@@ -229,6 +233,7 @@ pub fn load(sources: &[PolicySource]) -> Result<LoadedPolicies, LoadErrors> {
                 policy: policy.new_id(PolicyId::new(&id)),
                 enforcement,
                 origin: source.origin.clone(),
+                source: Arc::clone(&text),
             });
         }
     }

@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod entities;
+pub mod schema;
 pub mod tools;
 
 pub use context::{InputError, TypedInput};

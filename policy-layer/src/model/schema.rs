@@ -1,0 +1,198 @@
+//! The Cedar schema of a gateway, generated from the upstream's tools with
+//! `cedar-policy-mcp-schema-generator` and AgentCore's type mapping (objects as records,
+//! numbers as decimal), so that policies can be validated when they load (SPEC section 3).
+
+use std::fmt::Write as _;
+
+use cedar_policy::{Schema, SchemaFragment};
+use cedar_policy_mcp_schema_generator::{SchemaGenerator, SchemaGeneratorConfig};
+use mcp_tools_sdk::description::ServerDescription;
+use serde_json::{Value, json};
+
+use super::entities::{ACTION_SEPARATOR, ModelConfig};
+use super::tools::ToolCatalog;
+
+/// A schema that could not be generated or read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("cedar schema: {0}")]
+pub struct SchemaError(pub String);
+
+fn schema_err(e: impl std::fmt::Display) -> SchemaError {
+    SchemaError(e.to_string())
+}
+
+/// A Cedar schema with its text, for validation and for `policy-sidecar schema`.
+#[derive(Debug, Clone)]
+pub struct GatewaySchema {
+    /// The schema policies are validated against.
+    pub schema: Schema,
+    /// The schema in Cedar schema syntax.
+    pub text: String,
+}
+
+impl GatewaySchema {
+    /// Reads a `.cedarschema` file's text.
+    ///
+    /// # Errors
+    /// [`SchemaError`] when the text does not parse.
+    pub fn from_cedarschema(text: &str) -> Result<Self, SchemaError> {
+        let (schema, _warnings) = Schema::from_cedarschema_str(text).map_err(schema_err)?;
+        Ok(Self {
+            schema,
+            text: text.to_owned(),
+        })
+    }
+
+    /// Generates the schema of a gateway: the `AgentCore` principal and resource types, the
+    /// action groups (`Mcp`, `CallTool`, the target, extra groups) and an action
+    /// `<target>___<tool>` per tool, its `context.input` typed from the tool's inputSchema.
+    ///
+    /// # Errors
+    /// [`SchemaError`] when the generator rejects a tool description.
+    pub fn generate(model: &ModelConfig, catalog: &ToolCatalog) -> Result<Self, SchemaError> {
+        let mut tools: Vec<&super::tools::ToolSchema> = catalog.iter().collect();
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        let tools: Vec<Value> = tools
+            .into_iter()
+            .map(|tool| {
+                let mut definition = tool.definition.clone();
+                if let Some(obj) = definition.as_object_mut() {
+                    obj.insert(
+                        "name".to_owned(),
+                        Value::String(format!("{}{ACTION_SEPARATOR}{}", model.target, tool.name)),
+                    );
+                    // The generator's parser wants both; MCP makes only inputSchema required.
+                    obj.entry("inputSchema")
+                        .or_insert_with(|| json!({"type": "object"}));
+                    obj.entry("description").or_insert_with(|| json!(""));
+                }
+                definition
+            })
+            .collect();
+        let description = ServerDescription::from_json_str(&Value::Array(tools).to_string())
+            .map_err(schema_err)?;
+        let config = SchemaGeneratorConfig::default()
+            .objects_as_records(true)
+            .encode_numbers_as_decimal(true);
+        let mut generator = SchemaGenerator::from_cedarschema_str_with_config(&stub(model), config)
+            .map_err(schema_err)?;
+        generator
+            .add_actions_from_server_description(&description)
+            .map_err(schema_err)?;
+        let text = generator.get_schema_as_str();
+        let extra_groups: Vec<(&String, &Vec<String>)> = model
+            .groups
+            .iter()
+            .filter(|(group, _)| **group != model.target)
+            .collect();
+        if extra_groups.is_empty() {
+            let (schema, _warnings) = Schema::from_cedarschema_str(&text).map_err(schema_err)?;
+            return Ok(Self { schema, text });
+        }
+        // The generator puts each tool in the target only; add the extra group memberships.
+        let (fragment, _warnings) =
+            SchemaFragment::from_cedarschema_str(&text).map_err(schema_err)?;
+        let mut json = fragment.to_json_value().map_err(schema_err)?;
+        if let Some(actions) = json
+            .get_mut("AgentCore")
+            .and_then(|ns| ns.get_mut("actions"))
+            .and_then(Value::as_object_mut)
+        {
+            for (group, members) in extra_groups {
+                for tool in members {
+                    let action = format!("{}{ACTION_SEPARATOR}{tool}", model.target);
+                    if let Some(member_of) = actions
+                        .get_mut(&action)
+                        .and_then(|a| a.as_object_mut())
+                        .map(|a| a.entry("memberOf").or_insert_with(|| json!([])))
+                        .and_then(Value::as_array_mut)
+                    {
+                        member_of.push(json!({ "id": group }));
+                    }
+                }
+            }
+        }
+        let schema = Schema::from_json_value(json.clone()).map_err(schema_err)?;
+        let text = SchemaFragment::from_json_value(json)
+            .ok()
+            .and_then(|f| f.to_cedarschema().ok())
+            .unwrap_or(text);
+        Ok(Self { schema, text })
+    }
+}
+
+/// The schema stub: principal and resource types and the action groups.
+fn stub(model: &ModelConfig) -> String {
+    let target = &model.target;
+    let mut out = format!(
+        r#"namespace AgentCore {{
+  @mcp_principal("OAuthUser")
+  entity OAuthUser = {{ "id": String }} tags String;
+  @mcp_principal("UnauthenticatedUser")
+  entity UnauthenticatedUser = {{ "id": String }};
+  @mcp_resource("Gateway")
+  entity Gateway;
+  action "Mcp";
+  action "CallTool" in [Action::"Mcp"];
+  @mcp_action("{target}")
+  action "{target}" in [Action::"CallTool"];
+"#
+    );
+    for group in model.groups.keys().filter(|g| **g != *target) {
+        let _ = writeln!(out, r#"  action "{group}" in [Action::"CallTool"];"#);
+    }
+    out.push_str("}\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> ToolCatalog {
+        ToolCatalog::from_list(&json!({"tools": [
+            {"name": "process_refund", "inputSchema": {"type": "object", "properties": {
+                "amount": {"type": "number"}, "customer_id": {"type": "string"},
+                "address": {"type": "object", "properties": {"zip": {"type": "string"}}}},
+                "required": ["amount", "customer_id"]}},
+            {"name": "get_order", "inputSchema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}
+        ]}))
+    }
+
+    #[test]
+    fn generates_agentcore_actions_with_decimal_numbers() {
+        let model = ModelConfig {
+            target: "RefundTool".into(),
+            ..ModelConfig::default()
+        };
+        let schema = GatewaySchema::generate(&model, &catalog()).expect("schema");
+        assert!(
+            schema
+                .text
+                .contains(r#"action "RefundTool___process_refund""#),
+            "{}",
+            schema.text
+        );
+        assert!(schema.text.contains("decimal"), "{}", schema.text);
+        assert!(
+            schema.text.contains(r#"in [Action::"RefundTool"]"#),
+            "{}",
+            schema.text
+        );
+    }
+
+    #[test]
+    fn extra_groups_become_action_parents() {
+        let model = ModelConfig {
+            target: "RefundTool".into(),
+            groups: [("ReadOnly".to_owned(), vec!["get_order".to_owned()])].into(),
+            ..ModelConfig::default()
+        };
+        let schema = GatewaySchema::generate(&model, &catalog()).expect("schema");
+        assert!(
+            schema.text.contains(r#"Action::"ReadOnly""#),
+            "{}",
+            schema.text
+        );
+    }
+}
