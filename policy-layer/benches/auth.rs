@@ -1,0 +1,2 @@
+//! Auth benchmarks.
+fn main() {}
