@@ -3,6 +3,9 @@
 //!
 //! Run with: cargo bench -p policy-layer --bench auth
 
+// `criterion_group!` generates an undocumented `pub fn`.
+#![allow(missing_docs)]
+
 use std::hint::black_box;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
