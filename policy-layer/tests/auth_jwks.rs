@@ -93,6 +93,24 @@ async fn storm_of_unknown_kids_fetches_at_most_once_per_interval() {
     assert_eq!(server.jwks_fetches(), 2);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_share_one_refetch_for_a_rotated_key() {
+    let server = JwksServer::start(ISSUER, &[&TestKey::rsa_a()]).await;
+    let auth = Authenticator::start(config(&server)).await.expect("start");
+    server.set_keys(&[&TestKey::rsa_b()]);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let auth = auth.clone();
+            let token = TestKey::rsa_b().sign(&with(claims(), "jti", i.into()));
+            tokio::spawn(async move { auth.authenticate(&bearer(&token)).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("rotated key accepted");
+    }
+    assert_eq!(server.jwks_fetches(), 2);
+}
+
 #[tokio::test]
 async fn unknown_kid_refetch_interval_is_configurable() {
     assert_eq!(
