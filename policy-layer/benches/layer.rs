@@ -97,7 +97,7 @@ fn bench_authorize(c: &mut Criterion) {
 }
 
 fn bench_snapshot(c: &mut Criterion) {
-    let identity = Identity::anonymous();
+    let identity = policy_layer::auth::Identity::anonymous();
     let args = json!({"amount": 500.0, "customer_id": "C001"});
     let mut group = c.benchmark_group("engine/authorize");
     for n in [1, 1_000, 10_000] {
@@ -116,7 +116,7 @@ fn bench_snapshot(c: &mut Criterion) {
 }
 
 fn bench_list(c: &mut Criterion) {
-    let identity = Identity::anonymous();
+    let identity = policy_layer::auth::Identity::anonymous();
     let snapshot = engine(100, 1_000).snapshot().expect("snapshot");
     let names: Vec<String> = std::iter::once("process_refund".to_owned())
         .chain((1..1_000).map(|i| format!("tool_{i}")))

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
-use crate::auth::Identity;
+use serde_json::Value;
+
+use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::engine::PolicyEngine;
 use crate::record::{DecisionObserver, NoObserver};
@@ -16,8 +18,8 @@ use crate::service::PolicyService;
 pub(crate) enum IdentitySource {
     /// An `Arc<Identity>` request extension set by an earlier layer; none -> 401.
     Extension,
-    /// Everyone is this identity (authentication explicitly off).
-    Fixed(Arc<Identity>),
+    /// Bearer tokens verified by the authenticator (or anonymous when it is `none`).
+    Authenticator(Authenticator),
 }
 
 pub(crate) struct Shared {
@@ -25,6 +27,7 @@ pub(crate) struct Shared {
     pub(crate) settings: Arc<Settings>,
     pub(crate) observer: Arc<dyn DecisionObserver>,
     pub(crate) identity: IdentitySource,
+    pub(crate) resource_metadata: Option<Arc<Value>>,
 }
 
 /// A tower layer that enforces Cedar policies on the MCP messages of an HTTP service.
@@ -58,6 +61,7 @@ impl PolicyLayer {
                 settings: Arc::new(Settings::default()),
                 observer: Arc::new(NoObserver),
                 identity: IdentitySource::Extension,
+                resource_metadata: None,
             }),
         }
     }
@@ -68,6 +72,7 @@ impl PolicyLayer {
             settings: Arc::clone(&shared.settings),
             observer: Arc::clone(&shared.observer),
             identity: shared.identity.clone(),
+            resource_metadata: shared.resource_metadata.clone(),
         });
         let mut shared = shared;
         change(&mut shared);
@@ -89,7 +94,20 @@ impl PolicyLayer {
     /// Treats every caller as `AgentCore::UnauthenticatedUser::"anonymous"`: for local
     /// development only.
     pub fn unauthenticated(self) -> Self {
-        self.with(|s| s.identity = IdentitySource::Fixed(Identity::anonymous()))
+        self.authenticator(Authenticator::none())
+    }
+
+    /// Verifies each request's bearer token with `authenticator` before anything else;
+    /// a missing or bad token is refused (401/403) and nothing is forwarded.
+    pub fn authenticator(self, authenticator: Authenticator) -> Self {
+        self.with(|s| s.identity = IdentitySource::Authenticator(authenticator))
+    }
+
+    /// Serves this RFC 9728 protected resource metadata document at
+    /// `/.well-known/oauth-protected-resource` (and below it), the URL that 401 replies point
+    /// to (see [`crate::auth::protected_resource_metadata`]).
+    pub fn resource_metadata(self, document: Value) -> Self {
+        self.with(|s| s.resource_metadata = Some(Arc::new(document)))
     }
 
     /// Takes each caller's identity from an `Arc<Identity>` request extension set by an

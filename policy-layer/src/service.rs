@@ -15,7 +15,7 @@ use serde_json::Value;
 use tower_service::Service;
 use tracing::{Instrument, field};
 
-use crate::auth::Identity;
+use crate::auth::{AuthError, Identity};
 use crate::body::{BoxError, PolicyBody};
 use crate::config::Mode;
 use crate::engine::{AuthorizeError, Snapshot};
@@ -92,6 +92,11 @@ where
     }
 }
 
+/// Where RFC 9728 protected resource metadata is served.
+pub const RESOURCE_METADATA_PATH: &str = "/.well-known/oauth-protected-resource";
+/// JSON-RPC error code of a request refused by authentication.
+pub const UNAUTHORIZED_CODE: i64 = -32001;
+
 /// A reply made by the layer itself.
 fn local<B>(status: StatusCode, body: Bytes) -> Reply<B> {
     response::http_json(status, body)
@@ -117,7 +122,12 @@ where
     ResB::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
-    let identity = match authenticate(&shared, &parts) {
+    if let Some(document) = &shared.resource_metadata {
+        if parts.method == Method::GET && parts.uri.path().starts_with(RESOURCE_METADATA_PATH) {
+            return Ok(local(StatusCode::OK, Bytes::from(document.to_string())));
+        }
+    }
+    let identity = match authenticate(&shared, &parts).await {
         Ok(identity) => identity,
         Err(reply) => return Ok(reply),
     };
@@ -297,29 +307,38 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
 }
 
-#[allow(clippy::result_large_err)] // the error is the reply itself, made once per refusal
-fn authenticate<B>(
+/// Proves who the caller is; a refusal is the 401/403 reply itself.
+async fn authenticate<B>(
     shared: &Shared,
     parts: &http::request::Parts,
 ) -> Result<Arc<Identity>, Reply<B>> {
-    match &shared.identity {
-        IdentitySource::Fixed(identity) => Ok(Arc::clone(identity)),
-        IdentitySource::Extension => {
-            parts
-                .extensions
-                .get::<Arc<Identity>>()
-                .cloned()
-                .ok_or_else(|| {
-                    shared.observer.on_auth_failure("missing_identity");
-                    let mut reply = local(StatusCode::UNAUTHORIZED, Bytes::new());
-                    reply.headers_mut().insert(
-                        header::WWW_AUTHENTICATE,
-                        http::HeaderValue::from_static("Bearer error=\"invalid_token\""),
-                    );
-                    reply
-                })
+    let error = match &shared.identity {
+        IdentitySource::Authenticator(authenticator) => {
+            match authenticator.authenticate(&parts.headers).await {
+                Ok(identity) => return Ok(identity),
+                Err(e) => e,
+            }
         }
-    }
+        IdentitySource::Extension => match parts.extensions.get::<Arc<Identity>>() {
+            Some(identity) => return Ok(Arc::clone(identity)),
+            None => AuthError::MissingToken,
+        },
+    };
+    shared.observer.on_auth_failure(error.reason());
+    tracing::info!(reason = error.reason(), "request refused: {error}");
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let metadata_url = format!("http://{host}{RESOURCE_METADATA_PATH}");
+    let message = format!("unauthorized: {error}");
+    let mut reply = rpc_error(error.status(), UNAUTHORIZED_CODE, &message);
+    reply.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        error.www_authenticate(&metadata_url),
+    );
+    Err(reply)
 }
 
 /// Stateless requests name their method (and tool) in headers too: both must agree.

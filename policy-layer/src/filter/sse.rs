@@ -190,7 +190,7 @@ mod tests {
                 local_answers,
                 batch: false,
                 snapshot: None,
-                identity: Identity::anonymous(),
+                identity: Arc::new(Identity::anonymous()),
                 settings: Arc::new(Settings::default()),
                 observer: Arc::new(NoObserver),
             },
