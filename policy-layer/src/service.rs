@@ -122,10 +122,11 @@ where
     ResB::Error: Into<BoxError>,
 {
     let (parts, body) = req.into_parts();
-    if let Some(document) = &shared.resource_metadata {
-        if parts.method == Method::GET && parts.uri.path().starts_with(RESOURCE_METADATA_PATH) {
-            return Ok(local(StatusCode::OK, Bytes::from(document.to_string())));
-        }
+    if let Some(document) = &shared.resource_metadata
+        && parts.method == Method::GET
+        && parts.uri.path().starts_with(RESOURCE_METADATA_PATH)
+    {
+        return Ok(local(StatusCode::OK, Bytes::from(document.to_string())));
     }
     let identity = match authenticate(&shared, &parts).await {
         Ok(identity) => identity,

@@ -70,6 +70,6 @@ pub fn validate(policies: &LoadedPolicies, schema: &Schema) -> Vec<Finding> {
             }
         })
         .collect();
-    findings.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+    findings.sort_by_key(ToString::to_string);
     findings
 }
