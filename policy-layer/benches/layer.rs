@@ -9,7 +9,6 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use policy_layer::auth::Identity;
 use policy_layer::model::tools::input_type;
 use policy_layer::model::{ModelConfig, ToolCatalog, TypedInput};
 use policy_layer::{PolicyEngine, PolicyLayer, PolicySource};

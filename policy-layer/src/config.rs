@@ -42,6 +42,16 @@ pub enum ExceptionLevel {
     Debug,
 }
 
+/// What findings of policy validation do (SPEC section 9, `[policy] validation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Validation {
+    /// A policy set with any finding is refused (at start and on reload).
+    #[default]
+    FailOnAnyFindings,
+    /// Findings are logged as warnings and the set loads.
+    IgnoreAllFindings,
+}
+
 /// A setting value that is not one of the allowed words.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("expected one of {expected}, got \"{got}\"")]
@@ -78,6 +88,9 @@ macro_rules! words {
 words!(Mode, "ENFORCE, LOG_ONLY", "ENFORCE" => Mode::Enforce, "LOG_ONLY" => Mode::LogOnly);
 words!(DenyStyle, "jsonrpc_error, tool_result",
     "jsonrpc_error" => DenyStyle::JsonRpcError, "tool_result" => DenyStyle::ToolResult);
+words!(Validation, "FAIL_ON_ANY_FINDINGS, IGNORE_ALL_FINDINGS",
+    "FAIL_ON_ANY_FINDINGS" => Validation::FailOnAnyFindings,
+    "IGNORE_ALL_FINDINGS" => Validation::IgnoreAllFindings);
 words!(ExceptionLevel, "NONE, DEBUG", "NONE" => ExceptionLevel::None, "DEBUG" => ExceptionLevel::Debug);
 
 /// Everything the layer needs besides the engine and the authenticator.

@@ -20,9 +20,25 @@ pub use policies::{
     Enforcement, LoadError, LoadErrors, LoadedPolicies, LoadedPolicy, PolicySource, Position, load,
 };
 
+pub use validate::{Finding, Refused};
+
 use crate::auth::Identity;
+use crate::config::Validation;
+use crate::model::schema::GatewaySchema;
 use crate::model::tools::InputType;
 use crate::model::{ActionModel, ModelConfig, ToolCatalog};
+
+/// Where the Cedar schema that policies are validated against comes from.
+#[derive(Debug, Clone, Default)]
+pub enum SchemaSource {
+    /// Generated from the tool catalog (the upstream's `tools/list`, or a tools file).
+    #[default]
+    FromTools,
+    /// A schema given as it is (a `.cedarschema` file).
+    Fixed(Arc<GatewaySchema>),
+    /// No schema: policies are not validated.
+    Disabled,
+}
 
 /// One consistent view of policies, tools and model: what a request is decided against.
 #[derive(Debug)]
@@ -113,6 +129,34 @@ struct Inputs {
     model: ModelConfig,
     policies: Option<Arc<LoadedPolicies>>,
     catalog: Arc<ToolCatalog>,
+    source: SchemaSource,
+    validation: Validation,
+    schema: Option<Arc<GatewaySchema>>,
+}
+
+impl Inputs {
+    /// The schema for the current catalog and source (`None` when there is none to check).
+    fn refresh_schema(&mut self) {
+        self.schema = match &self.source {
+            SchemaSource::Fixed(schema) => Some(Arc::clone(schema)),
+            SchemaSource::Disabled => None,
+            SchemaSource::FromTools if self.catalog.is_empty() => None,
+            SchemaSource::FromTools => match GatewaySchema::generate(&self.model, &self.catalog) {
+                Ok(schema) => Some(Arc::new(schema)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no Cedar schema could be generated from the tools; policies are not validated");
+                    None
+                }
+            },
+        };
+    }
+
+    fn findings(&self, policies: &LoadedPolicies) -> Vec<Finding> {
+        self.schema
+            .as_ref()
+            .map(|s| validate::validate(policies, &s.schema))
+            .unwrap_or_default()
+    }
 }
 
 /// The policy engine handle: cheap to clone, shared by every request.
@@ -139,6 +183,9 @@ impl PolicyEngine {
                     model,
                     policies: None,
                     catalog: Arc::new(ToolCatalog::default()),
+                    source: SchemaSource::default(),
+                    validation: Validation::default(),
+                    schema: None,
                 }),
                 generation: AtomicU64::new(0),
             }),
@@ -151,8 +198,39 @@ impl PolicyEngine {
     /// [`LoadErrors`] when the sources do not load.
     pub fn from_sources(model: ModelConfig, sources: &[PolicySource]) -> Result<Self, LoadErrors> {
         let engine = Self::new(model);
-        engine.set_policies(load(sources)?);
+        engine.replace_policies(load(sources)?);
         Ok(engine)
+    }
+
+    /// Sets where the validation schema comes from and what findings do.
+    pub fn configure_validation(&self, source: SchemaSource, validation: Validation) {
+        let mut inputs = self.lock();
+        inputs.source = source;
+        inputs.validation = validation;
+        inputs.refresh_schema();
+    }
+
+    /// The schema policies are validated against, if any.
+    #[must_use]
+    pub fn schema(&self) -> Option<Arc<GatewaySchema>> {
+        self.lock().schema.clone()
+    }
+
+    /// Validates `policies` and, unless findings refuse them, makes them the policy set.
+    /// Requests already running finish on the set they started with.
+    ///
+    /// # Errors
+    /// [`Refused`] with every finding under `FAIL_ON_ANY_FINDINGS`; the last good set stays.
+    pub fn set_policies(&self, policies: LoadedPolicies) -> Result<Vec<Finding>, Refused> {
+        let findings = self.lock().findings(&policies);
+        if !findings.is_empty() && self.lock().validation == Validation::FailOnAnyFindings {
+            return Err(Refused(findings));
+        }
+        for finding in &findings {
+            tracing::warn!(%finding, "policy validation finding (ignored by configuration)");
+        }
+        self.replace_policies(policies);
+        Ok(findings)
     }
 
     /// The current snapshot: `None` while no policy set is usable (fail closed).
@@ -161,14 +239,35 @@ impl PolicyEngine {
         self.inner.current.load_full()
     }
 
-    /// Replaces the policies; requests already running finish on the set they started with.
-    pub fn set_policies(&self, policies: LoadedPolicies) {
+    /// Replaces the policies without validating them.
+    pub fn replace_policies(&self, policies: LoadedPolicies) {
         self.update(|inputs| inputs.policies = Some(Arc::new(policies)));
     }
 
-    /// Replaces the tool catalog (the upstream's tools changed).
-    pub fn set_catalog(&self, catalog: ToolCatalog) {
-        self.update(|inputs| inputs.catalog = Arc::new(catalog));
+    /// Replaces the tool catalog (the upstream's tools changed): input typing and the
+    /// generated schema follow it. Returns what validating the current policies against the
+    /// new schema finds; those are logged, the policies stay (a tool that went away simply
+    /// matches nothing).
+    pub fn set_catalog(&self, catalog: ToolCatalog) -> Vec<Finding> {
+        let mut findings = Vec::new();
+        self.update(|inputs| {
+            inputs.catalog = Arc::new(catalog);
+            inputs.refresh_schema();
+            if let Some(policies) = &inputs.policies {
+                findings = inputs.findings(policies);
+            }
+        });
+        for finding in &findings {
+            tracing::warn!(%finding, "policy validation finding after the tools changed");
+        }
+        findings
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inputs> {
+        self.inner
+            .inputs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Drops the policy set: every decision fails closed from now on.
@@ -177,11 +276,7 @@ impl PolicyEngine {
     }
 
     fn update(&self, change: impl FnOnce(&mut Inputs)) {
-        let mut inputs = self
-            .inner
-            .inputs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut inputs = self.lock();
         change(&mut inputs);
         let snapshot = inputs.policies.as_ref().map(|policies| {
             let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -522,7 +617,9 @@ mod tests {
     fn no_policy_set_means_no_snapshot() {
         let engine = PolicyEngine::new(model());
         assert!(engine.snapshot().is_none());
-        engine.set_policies(load(&[PolicySource::new("p.cedar", LIMIT_1000)]).expect("loads"));
+        engine
+            .set_policies(load(&[PolicySource::new("p.cedar", LIMIT_1000)]).expect("loads"))
+            .expect("no schema, no findings");
         assert!(engine.snapshot().is_some());
         engine.clear();
         assert!(engine.snapshot().is_none());
@@ -564,6 +661,77 @@ mod tests {
         assert_eq!(
             snapshot.partially_authorize(&alice, "delete_order"),
             Ok(Listing::Denied)
+        );
+    }
+
+    fn validating_engine(validation: Validation) -> PolicyEngine {
+        let engine = PolicyEngine::new(model());
+        engine.configure_validation(SchemaSource::FromTools, validation);
+        let _ = engine.set_catalog(refund_catalog("number"));
+        engine
+    }
+
+    #[test]
+    fn validation_names_policy_file_line_and_column_of_a_misspelt_action() {
+        let engine = validating_engine(Validation::FailOnAnyFindings);
+        let text = "permit(principal, action, resource) when { true };\n@id(\"typo\")\npermit(principal, action == AgentCore::Action::\"RefundTool___proces_refund\", resource);";
+        let refused = engine
+            .set_policies(
+                load(&[PolicySource::new("policies/refund.cedar", text)]).expect("parses"),
+            )
+            .expect_err("an unknown action is a finding");
+        let finding = &refused.0[0];
+        assert_eq!(finding.policy, "typo");
+        let at = finding.at.as_ref().expect("position");
+        assert_eq!((at.origin.as_str(), at.line), ("policies/refund.cedar", 3));
+        assert!(
+            finding.message.contains("RefundTool___proces_refund"),
+            "{finding}"
+        );
+        assert!(
+            engine.snapshot().is_none(),
+            "a refused set is not installed"
+        );
+    }
+
+    #[test]
+    fn validation_finds_a_misspelt_input_attribute() {
+        let engine = validating_engine(Validation::FailOnAnyFindings);
+        let text = r#"permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amout.lessThan(decimal("1000.0")) };"#;
+        let refused = engine
+            .set_policies(load(&[PolicySource::new("refund.cedar", text)]).expect("parses"))
+            .expect_err("a missing attribute is a finding");
+        let finding = refused.to_string();
+        assert!(finding.starts_with("refund.cedar:2:"), "{finding}");
+        assert!(finding.contains("amout"), "{finding}");
+    }
+
+    #[test]
+    fn ignore_all_findings_loads_the_set_and_returns_findings() {
+        let engine = validating_engine(Validation::IgnoreAllFindings);
+        let text = r#"permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amout.lessThan(decimal("1000.0")) };"#;
+        let findings = engine
+            .set_policies(load(&[PolicySource::new("refund.cedar", text)]).expect("parses"))
+            .expect("loads under IGNORE_ALL_FINDINGS");
+        assert_eq!(findings.len(), 1);
+        assert!(engine.snapshot().is_some());
+    }
+
+    #[test]
+    fn seed_policies_validate_against_the_generated_schema() {
+        let engine = validating_engine(Validation::FailOnAnyFindings);
+        let findings = engine
+            .set_policies(load(&[PolicySource::new("refund.cedar", LIMIT_1000)]).expect("parses"))
+            .expect("the seed's policy is valid");
+        assert!(findings.is_empty());
+        let role = r#"permit(principal is AgentCore::OAuthUser, action == AgentCore::Action::"RefundTool___process_refund", resource)
+            when { principal.hasTag("role") && principal.getTag("role") == "refund-agent" };"#;
+        assert!(
+            engine
+                .set_policies(load(&[PolicySource::new("role.cedar", role)]).expect("parses"))
+                .is_ok()
         );
     }
 }
