@@ -67,7 +67,7 @@ impl Snapshot {
         arguments: Option<&Value>,
     ) -> Result<Outcome, AuthorizeError> {
         let input_type = self.input_type(tool);
-        let context = TypedInput::new(arguments, input_type)?.into_context()?;
+        let context = TypedInput::new(arguments, input_type)?.into_context();
         let sets = self.index.for_tool(tool);
         let model = &self.model;
         let request = Request::new(

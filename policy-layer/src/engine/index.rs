@@ -10,9 +10,10 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use cedar_policy::{ActionConstraint, Effect, Entity, EntityUid, PolicySet};
+use cedar_policy::{ActionConstraint, Effect, EntityUid, PolicySet};
 
 use super::policies::{Enforcement, LoadedPolicies};
+use crate::model::values::Closed;
 use crate::model::{ActionModel, ToolCatalog};
 
 /// The policy sets that can apply to one tool, and the entities its requests need.
@@ -24,8 +25,8 @@ pub struct ToolPolicies {
     pub shadow_permits: PolicySet,
     /// Shadow forbids.
     pub shadow_forbids: PolicySet,
-    /// The action entity with its groups, and the resource.
-    pub entities: Vec<Entity>,
+    /// The action entity with its groups, and the resource, closed once.
+    pub entities: Closed,
     /// How many policies can apply (active and shadow).
     pub candidates: usize,
 }
@@ -125,10 +126,10 @@ impl PolicyIndex {
             );
         }
         let mut out = ToolPolicies {
-            entities: if tool.is_some() {
-                model.action_entities(probe)
-            } else {
-                Vec::new()
+            // The model's own entities always form a hierarchy.
+            entities: match tool {
+                Some(tool) => Closed::new(model.action_entities(tool)).unwrap_or_default(),
+                None => Closed::default(),
             },
             candidates: candidates.len(),
             ..ToolPolicies::default()

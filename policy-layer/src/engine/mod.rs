@@ -26,6 +26,7 @@ use crate::auth::Identity;
 use crate::config::Validation;
 use crate::model::schema::GatewaySchema;
 use crate::model::tools::InputType;
+use crate::model::values::Closed;
 use crate::model::{ActionModel, ModelConfig, ToolCatalog};
 
 /// Where the Cedar schema that policies are validated against comes from.
@@ -112,14 +113,13 @@ impl Snapshot {
         tool: &str,
         sets: &ToolPolicies,
     ) -> Result<Entities, String> {
-        let mut entities = Vec::with_capacity(sets.entities.len() + 1);
-        entities.push(self.model.principal_entity(identity));
+        let principal = self.model.principal_entity(identity);
         if sets.entities.is_empty() {
-            entities.extend(self.model.action_entities(tool));
+            // A tool no policy names (rare): close its hierarchy now.
+            Closed::new(self.model.action_entities(tool))?.with_leaf(principal)
         } else {
-            entities.extend(sets.entities.iter().cloned());
+            sets.entities.with_leaf(principal)
         }
-        Entities::from_entities(entities, None).map_err(|e| e.to_string())
     }
 }
 

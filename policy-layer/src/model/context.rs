@@ -6,10 +6,15 @@
 
 use std::fmt::Write as _;
 
-use cedar_policy::{Context, RestrictedExpression};
+use std::collections::BTreeMap;
+
+use cedar_policy::Context;
+use cedar_policy_core::ast::Value as CedarValue;
 use serde_json::{Map, Number, Value};
+use smol_str::SmolStr;
 
 use super::tools::{InputType, RecordType};
+use super::values;
 
 /// Cedar `decimal` has four fraction digits over an `i64`.
 const DECIMAL_FRACTION_DIGITS: usize = 4;
@@ -28,7 +33,7 @@ pub struct InputError {
 
 /// A typed `context.input`, ready to be put into a Cedar request.
 #[derive(Debug, Clone)]
-pub struct TypedInput(pub RestrictedExpression);
+pub struct TypedInput(CedarValue);
 
 impl TypedInput {
     /// Types `arguments` (the tools/call `arguments` object; `None` when absent) by `ty`.
@@ -53,39 +58,24 @@ impl TypedInput {
     }
 
     /// The Cedar context `{ input: ... }`.
-    ///
-    /// # Errors
-    /// Only if Cedar rejects the record, which typing rules out; reported as an input error.
-    pub fn into_context(self) -> Result<Context, InputError> {
-        Context::from_pairs([("input".to_owned(), self.0)]).map_err(|e| InputError {
-            path: "input".to_owned(),
-            problem: e.to_string(),
-        })
+    #[must_use]
+    pub fn into_context(self) -> Context {
+        values::context(self.0)
     }
 }
 
-fn to_cedar(
-    value: &Value,
-    ty: &InputType,
-    path: &mut String,
-) -> Result<RestrictedExpression, InputError> {
+fn to_cedar(value: &Value, ty: &InputType, path: &mut String) -> Result<CedarValue, InputError> {
     match (ty, value) {
-        (InputType::String | InputType::Untyped, Value::String(s)) => {
-            Ok(RestrictedExpression::new_string(s.clone()))
-        }
-        (InputType::Bool | InputType::Untyped, Value::Bool(b)) => {
-            Ok(RestrictedExpression::new_bool(*b))
-        }
-        (InputType::Long, Value::Number(n)) => long(n)
-            .map(RestrictedExpression::new_long)
-            .map_err(|p| err(path, p)),
+        (InputType::String | InputType::Untyped, Value::String(s)) => Ok(values::string(s)),
+        (InputType::Bool | InputType::Untyped, Value::Bool(b)) => Ok(values::boolean(*b)),
+        (InputType::Long, Value::Number(n)) => long(n).map(values::long).map_err(|p| err(path, p)),
         (InputType::Decimal, Value::Number(n)) => decimal(n)
-            .map(RestrictedExpression::new_decimal)
+            .and_then(|t| values::decimal(&t))
             .map_err(|p| err(path, p)),
         (InputType::Untyped, Value::Number(n)) => if n.is_f64() {
-            decimal(n).map(RestrictedExpression::new_decimal)
+            decimal(n).and_then(|t| values::decimal(&t))
         } else {
-            long(n).map(RestrictedExpression::new_long)
+            long(n).map(values::long)
         }
         .map_err(|p| err(path, p)),
         (InputType::Set(item), Value::Array(items)) => set(items, item, path),
@@ -99,11 +89,7 @@ fn to_cedar(
     }
 }
 
-fn set(
-    items: &[Value],
-    item: &InputType,
-    path: &mut String,
-) -> Result<RestrictedExpression, InputError> {
+fn set(items: &[Value], item: &InputType, path: &mut String) -> Result<CedarValue, InputError> {
     let mut out = Vec::with_capacity(items.len());
     for (i, v) in items.iter().enumerate() {
         let len = path.len();
@@ -111,14 +97,14 @@ fn set(
         out.push(to_cedar(v, item, path)?);
         path.truncate(len);
     }
-    Ok(RestrictedExpression::new_set(out))
+    Ok(values::set(out))
 }
 
 fn record(
     map: &Map<String, Value>,
     declared: Option<&RecordType>,
     path: &mut String,
-) -> Result<RestrictedExpression, InputError> {
+) -> Result<CedarValue, InputError> {
     if let Some(missing) = declared.and_then(|d| {
         d.attributes
             .iter()
@@ -129,7 +115,7 @@ fn record(
             format!("missing required attribute `{}`", missing.name),
         ));
     }
-    let mut fields = Vec::with_capacity(map.len());
+    let mut fields = BTreeMap::new();
     for (name, v) in map {
         if v.is_null() {
             continue; // an absent optional attribute
@@ -140,10 +126,10 @@ fn record(
         let len = path.len();
         path.push('.');
         path.push_str(name);
-        fields.push((name.clone(), to_cedar(v, ty, path)?));
+        fields.insert(SmolStr::new(name), to_cedar(v, ty, path)?);
         path.truncate(len);
     }
-    RestrictedExpression::new_record(fields).map_err(|e| err(path, e.to_string()))
+    Ok(values::record(fields))
 }
 
 fn long(n: &Number) -> Result<i64, String> {
@@ -330,6 +316,6 @@ mod tests {
             &InputType::Untyped,
         )
         .expect("typed");
-        assert!(typed.into_context().is_ok());
+        let _context = typed.into_context();
     }
 }

@@ -3,7 +3,11 @@
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
-use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid, RestrictedExpression};
+use std::sync::Arc;
+
+use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid};
+
+use super::values;
 
 use crate::auth::{Identity, PrincipalKind};
 
@@ -175,19 +179,12 @@ impl ActionModel {
 
     /// The principal entity: attrs `{ id }`, every other claim as a String tag.
     #[must_use]
-    pub fn principal_entity(&self, identity: &Identity) -> Entity {
-        let uid = self.principal_uid(identity);
-        let attrs = [(
-            "id".to_owned(),
-            RestrictedExpression::new_string(identity.subject.clone()),
-        )];
-        let tags = identity
-            .tags
-            .iter()
-            .map(|(k, v)| (k.clone(), RestrictedExpression::new_string(v.clone())));
-        // String literals cannot fail to evaluate.
-        Entity::new_with_tags(uid.clone(), attrs, [], tags)
-            .unwrap_or_else(|_| Entity::with_uid(uid))
+    pub fn principal_entity(&self, identity: &Identity) -> Arc<cedar_policy_core::ast::Entity> {
+        values::leaf_entity(
+            self.principal_uid(identity),
+            &[("id", identity.subject.as_str())],
+            &identity.tags,
+        )
     }
 }
 

@@ -5,6 +5,7 @@ pub mod context;
 pub mod entities;
 pub mod schema;
 pub mod tools;
+pub mod values;
 
 pub use context::{InputError, TypedInput};
 pub use entities::{ActionModel, ModelConfig};

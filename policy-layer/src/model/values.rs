@@ -1,0 +1,150 @@
+//! Cedar values built directly, through `cedar-policy-core` (pinned with `cedar-policy`).
+//!
+//! The public `cedar-policy` constructors are correct but slow on the request path: each
+//! `RestrictedExpression::new_decimal` parses the name `decimal` with the full Cedar parser
+//! (about 8 us), `Context::from_pairs` re-evaluates every value, and `Entities::from_entities`
+//! recomputes the transitive closure of the action hierarchy on every request. Here values are
+//! made once, the decimal constructor is looked up once, and the action hierarchy's closure is
+//! computed once per policy snapshot (measured in `benches/layer.rs`; see the README).
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, LazyLock};
+
+use cedar_policy::{Context, Entities, Entity, EntityUid};
+use cedar_policy_core::ast::{self, ExtensionFunction, Name, PartialValue, Value};
+use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
+use cedar_policy_core::extensions::Extensions;
+use smol_str::SmolStr;
+
+static DECIMAL: LazyLock<Option<&'static ExtensionFunction>> = LazyLock::new(|| {
+    let name = Name::parse_unqualified_name("decimal").ok()?;
+    Extensions::all_available().func(&name).ok()
+});
+
+/// A Cedar `decimal` value from its literal text (`"999.99"`).
+///
+/// # Errors
+/// The decimal extension's own message when the text is not a decimal it can hold.
+pub fn decimal(text: &str) -> Result<Value, String> {
+    let function = (*DECIMAL).ok_or_else(|| "the decimal extension is not available".to_owned())?;
+    match function.call(&[Value::from(text)]) {
+        Ok(PartialValue::Value(value)) => Ok(value),
+        Ok(PartialValue::Residual(_)) => Err(format!("{text} is not a decimal")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A Cedar string value.
+#[must_use]
+pub fn string(s: &str) -> Value {
+    Value::from(s)
+}
+
+/// A Cedar `Long` value.
+#[must_use]
+pub fn long(i: i64) -> Value {
+    Value::from(i)
+}
+
+/// A Cedar `Bool` value.
+#[must_use]
+pub fn boolean(b: bool) -> Value {
+    Value::from(b)
+}
+
+/// A Cedar set.
+#[must_use]
+pub fn set(values: Vec<Value>) -> Value {
+    Value::set(values, None)
+}
+
+/// A Cedar record.
+#[must_use]
+pub fn record(fields: BTreeMap<SmolStr, Value>) -> Value {
+    Value::record_arc(Arc::new(fields), None)
+}
+
+/// The request context `{ input: <input> }`.
+#[must_use]
+pub fn context(input: Value) -> Context {
+    let mut fields = BTreeMap::new();
+    fields.insert(SmolStr::new_static("input"), input);
+    Context::from(ast::Context::Value(Arc::new(fields)))
+}
+
+/// An entity with string attributes and string tags, and no parents.
+#[must_use]
+pub fn leaf_entity(
+    uid: EntityUid,
+    attrs: &[(&str, &str)],
+    tags: &[(String, String)],
+) -> Arc<ast::Entity> {
+    let attr = |(k, v): &(&str, &str)| (SmolStr::new(k), PartialValue::Value(Value::from(*v)));
+    let tag = |(k, v): &(String, String)| {
+        (
+            SmolStr::new(k),
+            PartialValue::Value(Value::from(v.as_str())),
+        )
+    };
+    Arc::new(ast::Entity::new_with_attr_partial_value(
+        uid.into(),
+        attrs.iter().map(attr),
+        HashSet::new(),
+        HashSet::new(),
+        tags.iter().map(tag),
+    ))
+}
+
+/// Entities whose transitive closure is already computed, to be shared by many requests.
+#[derive(Debug, Clone, Default)]
+pub struct Closed(Vec<Arc<ast::Entity>>);
+
+impl Closed {
+    /// Computes the transitive closure of `entities` once.
+    ///
+    /// # Errors
+    /// Cedar's message when the entities do not form a hierarchy (duplicates, cycles).
+    pub fn new(entities: Vec<Entity>) -> Result<Self, String> {
+        let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
+        let core: &CoreEntities = entities.as_ref();
+        Ok(Self(core.iter().map(|e| Arc::new(e.clone())).collect()))
+    }
+
+    /// Whether there are none.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// These entities plus `leaf`, an entity with no parents (the principal): nothing to
+    /// recompute.
+    ///
+    /// # Errors
+    /// Cedar's message when `leaf` duplicates one of the entities.
+    pub fn with_leaf(&self, leaf: Arc<ast::Entity>) -> Result<Entities, String> {
+        CoreEntities::new()
+            .add_entities(
+                std::iter::once(leaf).chain(self.0.iter().cloned()),
+                None::<&NoEntitiesSchema>,
+                TCComputation::AssumeAlreadyComputed,
+                Extensions::all_available(),
+            )
+            .map(Entities::from)
+            .map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_values_compare_like_cedar_literals() {
+        let a = decimal("999.99").expect("decimal");
+        let b = decimal("999.99").expect("decimal");
+        assert_eq!(a, b);
+        assert_ne!(a, decimal("1000.0").expect("decimal"));
+        assert!(decimal("1.23456").is_err());
+        assert!(decimal("abc").is_err());
+    }
+}
