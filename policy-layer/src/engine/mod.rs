@@ -734,4 +734,82 @@ when { context.input.amout.lessThan(decimal("1000.0")) };"#;
                 .is_ok()
         );
     }
+
+    mod index_equivalence {
+        use super::*;
+        use cedar_policy::{Authorizer, Decision, PolicySet, Request};
+        use proptest::prelude::*;
+
+        const TOOLS: [&str; 4] = ["process_refund", "get_order", "update_order", "unlisted"];
+        const GROUPS: [&str; 5] = ["RefundTool", "ReadOnly", "CallTool", "Mcp", "Other"];
+
+        fn action_scope() -> impl Strategy<Value = String> {
+            let tool = prop::sample::select(TOOLS.to_vec())
+                .prop_map(|t| format!(r#"AgentCore::Action::"RefundTool___{t}""#));
+            let group = prop::sample::select(GROUPS.to_vec())
+                .prop_map(|g| format!(r#"AgentCore::Action::"{g}""#));
+            prop_oneof![
+                Just("action".to_owned()),
+                tool.clone().prop_map(|a| format!("action == {a}")),
+                group.clone().prop_map(|a| format!("action == {a}")),
+                group.prop_map(|a| format!("action in {a}")),
+                prop::collection::vec(tool, 1..3)
+                    .prop_map(|v| format!("action in [{}]", v.join(", "))),
+            ]
+        }
+
+        fn condition() -> impl Strategy<Value = &'static str> {
+            prop::sample::select(vec![
+                "true",
+                r#"context.input.amount.lessThan(decimal("1000.0"))"#,
+                r#"principal.hasTag("role") && principal.getTag("role") == "admin""#,
+                "context.input.missing == 1",
+            ])
+        }
+
+        fn policy() -> impl Strategy<Value = String> {
+            (prop::bool::ANY, action_scope(), condition()).prop_map(|(permit, scope, cond)| {
+                let effect = if permit { "permit" } else { "forbid" };
+                format!("{effect}(principal, {scope}, resource) when {{ {cond} }};")
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+            #[test]
+            fn indexed_decisions_equal_whole_set_decisions(
+                policies in prop::collection::vec(policy(), 0..12),
+                tool in prop::sample::select(TOOLS.to_vec()),
+                amount in -2000i64..3000,
+                admin in prop::bool::ANY,
+            ) {
+                let mut config = model();
+                config.groups.insert("ReadOnly".into(), vec!["get_order".into()]);
+                let text = policies.join("\n");
+                let engine = PolicyEngine::from_sources(config, &[PolicySource::new("p.cedar", text)]).expect("loads");
+                let _ = engine.set_catalog(refund_catalog("number"));
+                let snapshot = engine.snapshot().expect("snapshot");
+                let identity = if admin { user(&[("role", "admin")]) } else { user(&[]) };
+                let args = json!({"amount": amount, "customer_id": "C1"});
+                let indexed = snapshot.authorize(&identity, tool, Some(&args)).expect("decides");
+
+                let mut whole = PolicySet::new();
+                for p in &snapshot.policies().policies {
+                    whole.add(p.policy.clone()).expect("unique ids");
+                }
+                let model = snapshot.model();
+                let input_type = snapshot.input_type(tool);
+                let context = crate::model::TypedInput::new(Some(&args), input_type).expect("typed").into_context();
+                let request = Request::new(model.principal_uid(&identity), model.action_uid(tool), model.resource_uid(), context, None).expect("request");
+                let entities = crate::model::values::Closed::new(model.action_entities(tool)).expect("closed")
+                    .with_leaf(model.principal_entity(&identity)).expect("entities");
+                let response = Authorizer::new().is_authorized(&request, &whole, &entities);
+                let mut determining: Vec<String> = response.diagnostics().reason().map(|id| AsRef::<str>::as_ref(id).to_owned()).collect();
+                determining.sort_unstable();
+                prop_assert_eq!(indexed.decision, response.decision());
+                prop_assert_eq!(&indexed.determining, &determining);
+                prop_assert_eq!(indexed.allowed(), response.decision() == Decision::Allow);
+            }
+        }
+    }
 }
