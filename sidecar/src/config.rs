@@ -449,14 +449,8 @@ fn validate(file: &Path, raw: RawConfig, auth_table: toml::Table) -> Result<Conf
         key: key.to_owned(),
         message,
     };
-    let base = file
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
-    let base = if base.as_os_str().is_empty() {
-        PathBuf::from(".")
-    } else {
-        base
-    };
+    // Relative paths resolve against the config file's folder ("" for a bare file name).
+    let base = file.parent().map_or_else(PathBuf::new, Path::to_path_buf);
     let address = |key: &str, value: Option<String>, default: &str| {
         let value = value.unwrap_or_else(|| default.to_owned());
         value.parse::<SocketAddr>().map_err(|e| {
