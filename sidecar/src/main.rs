@@ -85,7 +85,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(&args.config).await,
-            Command::Validate(args) => validate(&args.config).await,
+            Command::Validate(args) => validate(&args.config),
             Command::Schema(args) => schema(&args.config.config, args.tools.as_deref()).await,
             Command::Test(args) => {
                 test(&args.config.config, args.tools.as_deref(), &args.cases).await
@@ -245,7 +245,7 @@ async fn run(file: &std::path::Path) -> Result<(), Exit> {
 }
 
 /// `validate`: load the config, the policies and the tools file; report every error.
-async fn validate(file: &std::path::Path) -> Result<(), Exit> {
+fn validate(file: &std::path::Path) -> Result<(), Exit> {
     let config = load_config(file)?;
     if let SchemaSource::File(path) = &config.schema {
         tools_source::read_tools_file(path).map_err(Exit::config)?;

@@ -3,9 +3,10 @@
 //!
 //! Finding the binaries: a test executable lives in `<target>/<profile>/deps/`, the workspace
 //! binaries in `<target>/<profile>/`. Cargo builds only the package under test before running
-//! it, so run `cargo build -p refund-tool -p policy-sidecar` (same profile, same target dir)
-//! before `cargo test -p e2e`; `E2E_BIN_DIR` overrides the folder. A missing binary fails the
-//! test with that instruction.
+//! it (a test cannot depend on another package's binary on stable Rust), so the first use of
+//! [`bin`] in a test process runs `cargo build -p refund-tool -p policy-sidecar` with the same
+//! cargo, target folder and profile: a no-op when they are up to date, and never a stale binary.
+//! Set `E2E_BIN_DIR` to use prebuilt binaries from another folder instead (no build then).
 
 #![allow(clippy::missing_panics_doc)]
 
@@ -35,9 +36,58 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The path of a workspace binary, which must have been built.
+/// Builds the binaries the tests run, once per test process (see the module doc).
+fn build_binaries() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        if std::env::var_os("E2E_BIN_DIR").is_some() {
+            return;
+        }
+        let dir = bin_dir();
+        let profile = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("debug")
+            .to_owned();
+        let target = dir.parent().expect("target folder");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace root");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut command = Command::new(cargo);
+        command
+            .current_dir(workspace)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "refund-tool",
+                "-p",
+                "policy-sidecar",
+            ])
+            .arg("--target-dir")
+            .arg(target);
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                command.arg("--release");
+            }
+            other => {
+                command.args(["--profile", other]);
+            }
+        }
+        let status = command.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build -p refund-tool -p policy-sidecar failed"
+        );
+    });
+}
+
+/// The path of a workspace binary, built if need be.
 #[must_use]
 pub fn bin(name: &str) -> PathBuf {
+    build_binaries();
     let path = bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         path.exists(),
