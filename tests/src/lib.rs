@@ -361,9 +361,16 @@ impl Sidecar {
     /// Runs `policy-sidecar run --config <config>` and reads both addresses.
     #[must_use]
     pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// [`Sidecar::start`] with extra environment variables.
+    #[must_use]
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
         let mut command = Command::new(bin("policy-sidecar"));
         command.arg("run").arg("--config").arg(config);
         command.env("RUST_LOG", "warn,policy_sidecar=info");
+        command.envs(env.iter().copied());
         let mut proc = Proc::spawn(command);
         let url = proc
             .wait_line("policy-sidecar listening on ")

@@ -381,6 +381,70 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     assert_eq!(status.code(), Some(0));
 }
 
+#[tokio::test]
+async fn log_only_mode_from_the_environment_forwards_and_records_denials() {
+    let demo = DemoServer::start("127.0.0.1:0", false);
+    let ws = Workspace::new();
+    ws.policy("refund.cedar", REFUND_POLICIES);
+    let sidecar = Sidecar::start_with_env(
+        &ws.config(&demo.url, ""),
+        &[("POLICY_SIDECAR_POLICY_MODE", "LOG_ONLY")],
+    );
+    sidecar.wait_ready().await;
+    let mut client = McpClient::new(&sidecar.url);
+    client.initialize().await;
+    assert_eq!(
+        client.tool_names().await.len(),
+        4,
+        "LOG_ONLY does not filter the list"
+    );
+    assert!(is_tool_result(
+        &client.call("process_refund", refund(5000.0)).await
+    ));
+    assert_eq!(demo.calls().await.len(), 1, "the denied call was forwarded");
+    let (_, metrics) = sidecar.admin_get("/metrics").await;
+    assert!(
+        metrics.contains(
+            r#"mcp_policy_decisions_total{decision="DENY",mode="LOG_ONLY",tool="process_refund"} 1"#
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_ends_open_event_streams_and_exits_without_waiting_the_grace_period() {
+    let demo = DemoServer::start("127.0.0.1:0", false);
+    let ws = Workspace::new();
+    ws.policy("refund.cedar", REFUND_POLICIES);
+    // A grace period far longer than the test may take: the exit must not wait for it.
+    let mut sidecar = Sidecar::start_with_env(
+        &ws.config(&demo.url, ""),
+        &[("POLICY_SIDECAR_LISTEN_SHUTDOWN_GRACE_MS", "60000")],
+    );
+    sidecar.wait_ready().await;
+    let mut client = McpClient::new(&sidecar.url);
+    client.initialize().await;
+    let mut stream = http()
+        .get(&sidecar.url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", client.session.clone().expect("session"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(stream.status().as_u16(), 200);
+    sidecar.proc.terminate();
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream ended at shutdown");
+    let status =
+        tokio::task::spawn_blocking(move || sidecar.proc.wait_exit(Duration::from_secs(10)))
+            .await
+            .expect("join");
+    assert_eq!(status.code(), Some(0));
+}
+
 #[test]
 fn validate_reports_file_line_and_column_with_exit_codes() {
     let ws = Workspace::new();
