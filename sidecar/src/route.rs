@@ -1,0 +1,72 @@
+//! The MCP listener's service: the MCP path goes through the policy layer to the upstream,
+//! anything else is 404. The request's W3C trace id is made available to the decision log.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use policy_layer::{PolicyBody, PolicyService};
+use serde_json::json;
+use tower::ServiceExt;
+
+use crate::body::ProxyBody;
+use crate::decision_log::{TRACE_ID, trace_id_from_traceparent};
+use crate::proxy::Upstream;
+
+/// The JSON-RPC code of a request to a path the sidecar does not serve.
+pub const NOT_FOUND_CODE: i64 = -32601;
+
+/// Routes client requests.
+#[derive(Clone)]
+pub struct McpService {
+    path: Arc<str>,
+    policy: PolicyService<Upstream>,
+}
+
+impl McpService {
+    /// Serves `path` with `policy`.
+    #[must_use]
+    pub fn new(path: &str, policy: PolicyService<Upstream>) -> Self {
+        Self {
+            path: Arc::from(path),
+            policy,
+        }
+    }
+}
+
+impl tower::Service<Request<Incoming>> for McpService {
+    type Response = Response<PolicyBody<ProxyBody>>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        if request.uri().path() != &*self.path {
+            let body = json!({"jsonrpc": "2.0", "id": null, "error": {
+                "code": NOT_FOUND_CODE,
+                "message": format!("not found: the MCP endpoint is {}", self.path)}});
+            let mut response = Response::new(PolicyBody::full(Bytes::from(body.to_string())));
+            *response.status_mut() = StatusCode::NOT_FOUND;
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            return Box::pin(async move { Ok(response) });
+        }
+        let trace_id = request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(trace_id_from_traceparent)
+            .unwrap_or_default();
+        let policy = self.policy.clone();
+        Box::pin(TRACE_ID.scope(trace_id, policy.oneshot(request.map(ProxyBody::incoming))))
+    }
+}

@@ -1,0 +1,141 @@
+//! What the engine is fed with, and whether the sidecar is ready.
+//!
+//! With `schema = "upstream"` the policies are held back until the first tool catalog has
+//! arrived: until then the engine has no snapshot and every call fails closed, so no call is
+//! ever decided with untyped input by mistake. `/readyz` turns 200 at the same moment.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use policy_layer::PolicyEngine;
+use policy_layer::engine::{LoadedPolicies, Refused};
+use policy_layer::model::ToolCatalog;
+
+use crate::metrics::Metrics;
+
+#[derive(Debug, Default)]
+struct Feed {
+    pending: Option<LoadedPolicies>,
+    policies_loaded: bool,
+    catalog_loaded: bool,
+}
+
+/// Feeds policies and tool catalogs to the engine in the order readiness needs.
+#[derive(Debug, Clone)]
+pub struct EngineFeed {
+    engine: PolicyEngine,
+    needs_catalog: bool,
+    feed: Arc<Mutex<Feed>>,
+    metrics: Arc<Metrics>,
+}
+
+impl EngineFeed {
+    /// A feed for `engine`; `needs_catalog` when the schema comes from the upstream.
+    #[must_use]
+    pub fn new(engine: PolicyEngine, needs_catalog: bool, metrics: Arc<Metrics>) -> Self {
+        Self {
+            engine,
+            needs_catalog,
+            feed: Arc::new(Mutex::new(Feed::default())),
+            metrics,
+        }
+    }
+
+    /// The engine.
+    #[cfg(test)]
+    #[must_use]
+    pub fn engine(&self) -> &PolicyEngine {
+        &self.engine
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Feed> {
+        self.feed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Swaps in a new policy set (held back until the first catalog when one is needed).
+    ///
+    /// # Errors
+    /// [`Refused`] when validation refuses the set: the last good set stays.
+    pub fn set_policies(&self, policies: LoadedPolicies) -> Result<(), Refused> {
+        let mut feed = self.lock();
+        if self.needs_catalog && !feed.catalog_loaded {
+            feed.policies_loaded = true;
+            feed.pending = Some(policies);
+            return Ok(());
+        }
+        self.engine.set_policies(policies)?;
+        feed.policies_loaded = true;
+        Ok(())
+    }
+
+    /// Swaps in a new tool catalog (and the held-back policies, the first time).
+    pub fn set_catalog(&self, catalog: ToolCatalog) {
+        let mut feed = self.lock();
+        self.metrics.tools_known(catalog.len());
+        let _findings = self.engine.set_catalog(catalog);
+        feed.catalog_loaded = true;
+        if let Some(policies) = feed.pending.take()
+            && let Err(refused) = self.engine.set_policies(policies)
+        {
+            // Validated only now that the upstream's schema is known: nothing is loaded and
+            // every call fails closed until a valid edit arrives.
+            feed.policies_loaded = false;
+            self.metrics.reload(None);
+            for finding in &refused.0 {
+                tracing::error!("policies refused by validation: {finding}");
+            }
+        }
+    }
+
+    /// Whether policies (and the catalog, when needed) are loaded.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        let feed = self.lock();
+        feed.policies_loaded && (feed.catalog_loaded || !self.needs_catalog)
+    }
+
+    /// What is still missing, for `/readyz`.
+    #[must_use]
+    pub fn waiting_for(&self) -> &'static str {
+        let feed = self.lock();
+        match (
+            feed.policies_loaded,
+            feed.catalog_loaded || !self.needs_catalog,
+        ) {
+            (false, _) => "policies",
+            (true, false) => "the upstream's tools",
+            (true, true) => "nothing",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use policy_layer::PolicySource;
+    use policy_layer::model::ModelConfig;
+
+    use super::*;
+
+    #[test]
+    fn policies_wait_for_the_first_catalog() {
+        let feed = EngineFeed::new(
+            PolicyEngine::new(ModelConfig::default()),
+            true,
+            Arc::new(Metrics::new()),
+        );
+        let policies = policy_layer::engine::load(&[PolicySource::new(
+            "p.cedar",
+            "permit(principal, action, resource);",
+        )])
+        .expect("loads");
+        feed.set_policies(policies)
+            .expect("no schema yet, nothing to refuse");
+        assert!(!feed.is_ready());
+        assert!(
+            feed.engine().snapshot().is_none(),
+            "fail closed until typed"
+        );
+        feed.set_catalog(ToolCatalog::default());
+        assert!(feed.is_ready());
+        assert!(feed.engine().snapshot().is_some());
+    }
+}
