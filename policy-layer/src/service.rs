@@ -259,8 +259,9 @@ where
             },
         );
     }
-    if !parts.status.is_success() && rewrite.list_ids.is_empty() {
-        // An upstream error about the forwarded part: pass it on as it is.
+    let success = parts.status.is_success();
+    if !success && !content_type.starts_with("application/json") {
+        // An upstream (or proxy) error that is not JSON-RPC: it answers nothing, pass it on.
         return Response::from_parts(parts, PolicyBody::Inner { body });
     }
     let bytes = match Limited::new(body, max).collect().await {
@@ -268,9 +269,9 @@ where
         Err(_) => Bytes::new(),
     };
     let body = if content_type.starts_with("application/json") || bytes.is_empty() {
-        rewrite.json_body(&bytes)
+        rewrite.json_body(&bytes, success)
     } else {
-        rewrite.json_body(b"")
+        rewrite.json_body(b"", success)
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(

@@ -551,3 +551,23 @@ async fn list_without_policy_set_fails_closed() {
         "InternalServerException - Policy evaluation failed for list tools"
     );
 }
+
+#[tokio::test]
+async fn upstream_error_reply_to_a_list_passes_through_without_a_policy_error() {
+    let app = axum::Router::new()
+        .route(
+            "/mcp",
+            axum::routing::post(|| async {
+                (
+                    axum::http::StatusCode::BAD_GATEWAY,
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    r#"{"jsonrpc":"2.0","id":null,"error":{"code":-32603,"message":"upstream unavailable"}}"#,
+                )
+            }),
+        )
+        .layer(PolicyLayer::new(engine(POLICIES)).unauthenticated());
+    let addr = serve(app).await;
+    let reply = post(addr, &list(json!(1))).await;
+    assert_eq!(reply.status, 502);
+    assert_eq!(reply.json()["error"]["message"], "upstream unavailable");
+}

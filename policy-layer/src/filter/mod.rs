@@ -63,10 +63,10 @@ impl Rewrite {
     }
 
     /// Rewrites a whole JSON body (one message or a batch) and merges the local answers.
-    ///
-    /// # Errors
-    /// None: a body that cannot be decoded fails the pending lists closed instead.
-    pub fn json_body(&mut self, body: &[u8]) -> bytes::Bytes {
+    /// With `complete`, the body is a success reply that must answer every pending list: a
+    /// body that cannot be decoded, or that leaves a list unanswered, fails those lists closed.
+    /// Without it (an upstream error reply), lists it does not answer are left unanswered.
+    pub fn json_body(&mut self, body: &[u8], complete: bool) -> bytes::Bytes {
         let text = std::str::from_utf8(body).ok();
         let mut out: Vec<String> = Vec::new();
         match text.map(|t| serde_json::from_str::<Vec<&RawValue>>(t.trim())) {
@@ -83,14 +83,19 @@ impl Rewrite {
                             .unwrap_or_else(|| t.trim().to_owned()),
                     );
                 }
-                Some(_) | None if !self.list_ids.is_empty() => out.push(self.fail_pending()),
+                Some(_) | None if complete && !self.list_ids.is_empty() => {
+                    out.push(self.fail_pending());
+                }
+                // An error reply we cannot read is passed on as it came.
+                Some(t) if !complete => out.push(t.to_owned()),
                 _ => {}
             },
         }
-        if !self.list_ids.is_empty() {
+        if complete && !self.list_ids.is_empty() {
             // The upstream never answered a list it was asked for: fail it closed too.
             out.push(self.fail_pending());
         }
+        self.list_ids.clear();
         out.append(&mut self.local_answers);
         response::join(&out, self.batch || out.len() > 1)
     }
