@@ -76,6 +76,10 @@ pub trait DecisionObserver: Send + Sync + 'static {
     fn on_auth_failure(&self, reason: &'static str) {
         let _ = reason;
     }
+    /// Whether records are wanted at all (when not, the layer does not build them).
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// An observer that ignores everything (the default).
@@ -84,4 +88,8 @@ pub struct NoObserver;
 
 impl DecisionObserver for NoObserver {
     fn on_call(&self, _: &CallRecord<'_>) {}
+
+    fn enabled(&self) -> bool {
+        false
+    }
 }

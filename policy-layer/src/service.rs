@@ -482,8 +482,10 @@ fn decide_call(
         });
     };
     let model = snapshot.model();
-    span.record("policy.action", model.action_id(tool).as_str());
-    span.record("enduser.id", field::display(model.principal_uid(identity)));
+    if !span.is_disabled() {
+        span.record("policy.action", model.action_id(tool).as_str());
+        span.record("enduser.id", field::display(model.principal_uid(identity)));
+    }
     let result = snapshot.authorize(identity, tool, arguments);
     let answer = match &result {
         Ok(outcome) => {
@@ -556,6 +558,9 @@ fn observe(
     forwarded: bool,
     started: Instant,
 ) {
+    if !shared.observer.enabled() {
+        return;
+    }
     let (principal, action) = match snapshot {
         Some(s) => (
             s.model().principal_uid(identity).to_string(),

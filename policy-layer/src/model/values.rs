@@ -97,7 +97,7 @@ pub fn leaf_entity(
 
 /// Entities whose transitive closure is already computed, to be shared by many requests.
 #[derive(Debug, Clone, Default)]
-pub struct Closed(Vec<Arc<ast::Entity>>);
+pub struct Closed(Option<CoreEntities>);
 
 impl Closed {
     /// Computes the transitive closure of `entities` once.
@@ -107,24 +107,26 @@ impl Closed {
     pub fn new(entities: Vec<Entity>) -> Result<Self, String> {
         let entities = Entities::from_entities(entities, None).map_err(|e| e.to_string())?;
         let core: &CoreEntities = entities.as_ref();
-        Ok(Self(core.iter().map(|e| Arc::new(e.clone())).collect()))
+        Ok(Self(Some(core.clone())))
     }
 
     /// Whether there are none.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.is_none()
     }
 
-    /// These entities plus `leaf`, an entity with no parents (the principal): nothing to
-    /// recompute.
+    /// These entities plus `leaf`, an entity with no parents (the principal): one insertion,
+    /// nothing to recompute.
     ///
     /// # Errors
     /// Cedar's message when `leaf` duplicates one of the entities.
     pub fn with_leaf(&self, leaf: Arc<ast::Entity>) -> Result<Entities, String> {
-        CoreEntities::new()
+        self.0
+            .clone()
+            .unwrap_or_default()
             .add_entities(
-                std::iter::once(leaf).chain(self.0.iter().cloned()),
+                std::iter::once(leaf),
                 None::<&NoEntitiesSchema>,
                 TCComputation::AssumeAlreadyComputed,
                 Extensions::all_available(),
