@@ -28,9 +28,16 @@ fn json(value: &impl serde::Serialize) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".to_owned())
 }
 
-/// A denied call, in the configured style.
+/// A denied call, in the configured style. `marked`: the request's protocol (2026-07-28 and
+/// later) wants `"resultType":"complete"` on results.
 #[must_use]
-pub fn denied(id: &Value, outcome: &Outcome, style: DenyStyle, level: ExceptionLevel) -> String {
+pub fn denied(
+    id: &Value,
+    outcome: &Outcome,
+    style: DenyStyle,
+    level: ExceptionLevel,
+    marked: bool,
+) -> String {
     let message = format!("{DENIED_MESSAGE} [{}]", outcome.deny_reason());
     let debug = (level == ExceptionLevel::Debug).then(|| {
         serde_json::json!({
@@ -53,16 +60,21 @@ pub fn denied(id: &Value, outcome: &Outcome, style: DenyStyle, level: ExceptionL
             id,
             &format!("AuthorizeActionException - {message}"),
             debug.as_ref(),
+            marked,
         ),
     }
 }
 
-/// A tool result with `isError: true` and one text item (`_meta` carries debug details).
+/// A tool result with `isError: true` and one text item (`_meta` carries debug details);
+/// `marked` adds the `"resultType":"complete"` that protocol 2026-07-28 results carry.
 #[must_use]
-pub fn tool_error(id: &Value, text: &str, meta: Option<&Value>) -> String {
-    let meta = meta
+pub fn tool_error(id: &Value, text: &str, meta: Option<&Value>, marked: bool) -> String {
+    let mut meta = meta
         .map(|m| format!(",\"_meta\":{}", json(m)))
         .unwrap_or_default();
+    if marked {
+        meta.push_str(r#","resultType":"complete""#);
+    }
     format!(
         r#"{{"jsonrpc":"2.0","id":{},"result":{{"isError":true,"content":[{{"type":"text","text":{}}}]{meta}}}}}"#,
         json(id),
@@ -72,15 +84,15 @@ pub fn tool_error(id: &Value, text: &str, meta: Option<&Value>) -> String {
 
 /// No decision could be made for a call: fail closed.
 #[must_use]
-pub fn evaluation_failed(id: &Value, detail: &str, level: ExceptionLevel) -> String {
+pub fn evaluation_failed(id: &Value, detail: &str, level: ExceptionLevel, marked: bool) -> String {
     let meta = (level == ExceptionLevel::Debug).then(|| serde_json::json!({ "errors": [detail] }));
-    tool_error(id, EVALUATION_FAILED, meta.as_ref())
+    tool_error(id, EVALUATION_FAILED, meta.as_ref(), marked)
 }
 
 /// Arguments that do not fit the tool's schema.
 #[must_use]
-pub fn validation_failed(id: &Value, detail: &str) -> String {
-    tool_error(id, &format!("{VALIDATION_FAILED}: {detail}"), None)
+pub fn validation_failed(id: &Value, detail: &str, marked: bool) -> String {
+    tool_error(id, &format!("{VALIDATION_FAILED}: {detail}"), None, marked)
 }
 
 /// A JSON-RPC error response.
@@ -145,7 +157,8 @@ mod tests {
                 &Value::from(1),
                 &deny(&[]),
                 DenyStyle::JsonRpcError,
-                ExceptionLevel::None
+                ExceptionLevel::None,
+                false
             ),
             r#"{"jsonrpc":"2.0","id":1,"error":{"code":-32002,"message":"Tool Execution Denied: Tool call not allowed due to policy enforcement [Policy evaluation denied due to no determining policies]"}}"#
         );
@@ -158,7 +171,8 @@ mod tests {
                 &Value::from("a-1"),
                 &deny(&["big", "other"]),
                 DenyStyle::ToolResult,
-                ExceptionLevel::None
+                ExceptionLevel::None,
+                false
             ),
             r#"{"jsonrpc":"2.0","id":"a-1","result":{"isError":true,"content":[{"type":"text","text":"AuthorizeActionException - Tool Execution Denied: Tool call not allowed due to policy enforcement [Policy evaluation denied due to big, other]"}]}}"#
         );
@@ -171,6 +185,7 @@ mod tests {
             &deny(&["big"]),
             DenyStyle::JsonRpcError,
             ExceptionLevel::Debug,
+            false,
         );
         let v: Value = serde_json::from_str(&text).expect("json");
         assert_eq!(v["error"]["data"]["determiningPolicies"][0], "big");
@@ -182,9 +197,28 @@ mod tests {
             &Value::from(3),
             "x",
             ExceptionLevel::None,
+            false,
         ))
         .expect("json");
         assert_eq!(v["result"]["content"][0]["text"], EVALUATION_FAILED);
         assert_eq!(v["result"]["isError"], true);
+    }
+
+    #[test]
+    fn protocol_2026_results_are_marked_complete() {
+        let text = validation_failed(&Value::from(4), "input.amount: bad", true);
+        let v: Value = serde_json::from_str(&text).expect("json");
+        assert_eq!(v["result"]["resultType"], "complete");
+        let text = denied(
+            &Value::from(5),
+            &deny(&[]),
+            DenyStyle::ToolResult,
+            ExceptionLevel::None,
+            false,
+        );
+        assert!(
+            !text.contains("resultType"),
+            "older protocols keep the exact AgentCore text"
+        );
     }
 }

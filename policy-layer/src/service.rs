@@ -176,6 +176,7 @@ where
     }
 
     let snapshot = shared.engine.snapshot();
+    let marked = protocol_version(&parts.headers).is_some_and(|v| v >= STATELESS_VERSION);
     let span = request_span(&envelope, &parts.headers);
     let mut forward: Vec<bool> = Vec::with_capacity(envelope.messages.len());
     let mut answers = Vec::new();
@@ -184,7 +185,7 @@ where
         for message in &envelope.messages {
             let answer = match (message.method(), message.id()) {
                 (Some("tools/call"), Some(id)) => {
-                    decide_call(&shared, snapshot.as_deref(), &identity, message, id)
+                    decide_call(&shared, snapshot.as_deref(), &identity, message, id, marked)
                 }
                 (Some("tools/call"), None) => {
                     // A call nobody can be answered about is never forwarded undecided.
@@ -220,6 +221,7 @@ where
         list_ids,
         local_answers: answers,
         batch: envelope.batch,
+        marked,
         snapshot,
         identity,
         settings: Arc::clone(&shared.settings),
@@ -343,6 +345,13 @@ async fn authenticate<B>(
     Err(reply)
 }
 
+/// The request's `MCP-Protocol-Version`.
+fn protocol_version(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(MCP_PROTOCOL_VERSION)
+        .and_then(|v| v.to_str().ok())
+}
+
 /// Stateless requests name their method (and tool) in headers too: both must agree.
 fn check_stateless_headers(headers: &HeaderMap, envelope: &Envelope) -> Result<(), String> {
     let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
@@ -427,6 +436,7 @@ fn decide_call(
     identity: &Identity,
     message: &Message,
     id: &Value,
+    marked: bool,
 ) -> Option<String> {
     let settings = &shared.settings;
     let Some(params) = message.params() else {
@@ -478,7 +488,12 @@ fn decide_call(
             started,
         );
         return enforce.then(|| {
-            response::evaluation_failed(id, "no usable policy set", settings.exception_level)
+            response::evaluation_failed(
+                id,
+                "no usable policy set",
+                settings.exception_level,
+                marked,
+            )
         });
     };
     let model = snapshot.model();
@@ -517,7 +532,13 @@ fn decide_call(
             } else {
                 span.record("policy.reason", outcome.deny_reason().as_str());
                 enforce.then(|| {
-                    response::denied(id, outcome, settings.deny_style, settings.exception_level)
+                    response::denied(
+                        id,
+                        outcome,
+                        settings.deny_style,
+                        settings.exception_level,
+                        marked,
+                    )
                 })
             }
         }
@@ -525,9 +546,9 @@ fn decide_call(
             span.record("policy.decision", "ERROR");
             span.record("policy.errors", field::display(e));
             enforce.then(|| match e {
-                AuthorizeError::Input(e) => response::validation_failed(id, &e.to_string()),
+                AuthorizeError::Input(e) => response::validation_failed(id, &e.to_string(), marked),
                 AuthorizeError::Engine(e) => {
-                    response::evaluation_failed(id, e, settings.exception_level)
+                    response::evaluation_failed(id, e, settings.exception_level, marked)
                 }
             })
         }

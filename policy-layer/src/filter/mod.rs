@@ -24,6 +24,8 @@ pub struct Rewrite {
     pub local_answers: Vec<String>,
     /// Whether the request was a batch.
     pub batch: bool,
+    /// Whether results carry `"resultType":"complete"` (protocol 2026-07-28 and later).
+    pub marked: bool,
     pub(crate) snapshot: Option<Arc<Snapshot>>,
     pub(crate) identity: Arc<Identity>,
     pub(crate) settings: Arc<Settings>,
@@ -105,7 +107,9 @@ impl Rewrite {
         let answers: Vec<String> = self
             .list_ids
             .drain(..)
-            .map(|id| response::tool_error(&id, response::LIST_EVALUATION_FAILED, None))
+            .map(|id| {
+                response::tool_error(&id, response::LIST_EVALUATION_FAILED, None, self.marked)
+            })
             .collect();
         self.observer.on_list(&ListRecord {
             engine: &self.settings.engine_name,
@@ -142,7 +146,7 @@ impl Rewrite {
         let _entered = span.enter();
         let Some(snapshot) = &self.snapshot else {
             span.record("policy.errors", "no usable policy set");
-            return response::tool_error(&id, response::LIST_EVALUATION_FAILED, None);
+            return response::tool_error(&id, response::LIST_EVALUATION_FAILED, None, self.marked);
         };
         let principal = snapshot.model().principal_uid(&self.identity).to_string();
         span.record("enduser.id", principal.as_str());
@@ -182,7 +186,12 @@ impl Rewrite {
                         error: Some(e),
                         latency: started.elapsed(),
                     });
-                    return response::tool_error(&id, response::LIST_EVALUATION_FAILED, None);
+                    return response::tool_error(
+                        &id,
+                        response::LIST_EVALUATION_FAILED,
+                        None,
+                        self.marked,
+                    );
                 }
             }
         }

@@ -189,6 +189,7 @@ mod tests {
                 list_ids,
                 local_answers,
                 batch: false,
+                marked: false,
                 snapshot: None,
                 identity: Arc::new(Identity::anonymous()),
                 settings: Arc::new(Settings::default()),
