@@ -448,8 +448,7 @@ async fn raw_exchange(url: &str, request: &[u8]) -> String {
 
 // --- arguments, numbers, params and ids ---------------------------------------------------
 
-/// Whether `reply` is the answer to a call refused before any policy: a validation error (as a
-/// tool result) or a JSON-RPC error.
+/// The text of a tool-result answer (where a validation error is reported).
 fn validation_text(reply: &Reply) -> String {
     reply.message["result"]["content"][0]["text"]
         .as_str()
@@ -1121,29 +1120,14 @@ async fn a_token_in_the_query_string_is_not_a_credential() {
     // Other ways to fail: no header, a bare token, another scheme, an unsigned token, a token
     // for another audience, an expired one.
     let unsigned = {
-        use std::fmt::Write as _;
-        let part = |v: &Value| {
-            let text = v.to_string();
-            let mut out = String::new();
-            // base64url without padding, written out to avoid a dependency.
-            const ALPHABET: &[u8; 64] =
-                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            for chunk in text.as_bytes().chunks(3) {
-                let n = chunk
-                    .iter()
-                    .enumerate()
-                    .fold(0u32, |n, (i, b)| n | (u32::from(*b) << (16 - 8 * i)));
-                for i in 0..=chunk.len() {
-                    let _ = out.write_char(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-                }
-            }
-            out
-        };
+        use base64::Engine as _;
+        let part =
+            |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         format!(
             "{}.{}.",
-            part(&json!({"alg": "none", "typ": "JWT"})),
+            part(json!({"alg": "none", "typ": "JWT"})),
             part(
-                &json!({"iss": ISSUER, "aud": "mcp-gateway", "sub": "mallory", "exp": now() + 600})
+                json!({"iss": ISSUER, "aud": "mcp-gateway", "sub": "mallory", "exp": now() + 600})
             )
         )
     };
