@@ -15,3 +15,6 @@ cargo bench --workspace --no-run
 
 echo "== deploy manifests, Helm chart and compose file validate"
 scripts/validate-deploy.sh
+
+echo "== interop with the official Python and TypeScript MCP SDKs"
+interop/run.sh
