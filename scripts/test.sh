@@ -10,8 +10,8 @@ cargo build --workspace --bins
 echo "== unit, integration and end-to-end tests"
 cargo test --workspace --no-fail-fast
 
-echo "== benches compile (timed only by hand, see README)"
-cargo bench --workspace --no-run
+echo "== benches and examples compile (timed only by hand, see README; dev profile, one build)"
+cargo build --workspace --benches --examples
 
 echo "== deploy manifests, Helm chart and compose file validate"
 scripts/validate-deploy.sh
