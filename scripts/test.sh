@@ -13,6 +13,10 @@ cargo test --workspace --no-fail-fast
 echo "== benches and examples compile (timed only by hand, see README; dev profile, one build)"
 cargo build --workspace --benches --examples
 
+echo "== the worked policy example validates and its cases pass"
+target/debug/policy-sidecar validate --config examples/policies/policy-sidecar.toml
+target/debug/policy-sidecar test --config examples/policies/policy-sidecar.toml examples/policies/cases.yaml
+
 echo "== deploy manifests, Helm chart and compose file validate"
 scripts/validate-deploy.sh
 
