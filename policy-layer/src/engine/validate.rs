@@ -36,13 +36,7 @@ pub struct Refused(pub Vec<Finding>);
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, finding) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("\n")?;
-            }
-            write!(f, "{finding}")?;
-        }
-        Ok(())
+        super::policies::write_lines(f, &self.0)
     }
 }
 
