@@ -293,7 +293,7 @@ if [ "$soak" -gt 0 ]; then
     say "   RSS: before traffic $(mib "$rss0") MiB, first sample $(mib "$baseline") MiB, end $(mib "$rss_end") MiB (growth $(mib "$growth") MiB, bound $max_growth_mib MiB); HWM $(mib "$hwm_end") MiB"
     say "   $total requests, $errors unexpected answers or socket errors"
     decisions="$(curl -fsS "$sidecar_admin/metrics" | grep '^mcp_policy_decisions_total' | sed 's/^/      /' || true)"
-    [ -z "$decisions" ] || say "   decisions (metrics):" "$decisions"
+    if [ -n "$decisions" ]; then say "   decisions (metrics):"; say "$decisions"; fi
     [ "$errors" -eq 0 ] || fail "soak: $errors unexpected answers"
     [ "$growth" -le $((max_growth_mib * 1024)) ] || fail "soak: RSS grew by $(mib "$growth") MiB (bound $max_growth_mib MiB)"
     say "soak ok"
