@@ -323,6 +323,11 @@ http {
     }
     server {
         listen 127.0.0.1:$nginx_port;
+        # Reference only: nginx answering by itself, the floor of a loopback round trip here.
+        location = /static {
+            default_type application/json;
+            return 200 '{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"REF-C001-500"}]}}';
+        }
         location / {
             proxy_pass http://tool_server;
             proxy_http_version 1.1;
@@ -355,22 +360,34 @@ say "   policy-sidecar on $sidecar_url -> $upstream (ready after ${sidecar_ready
 say "   allowed: $(jq -c '.result.content[0].text | fromjson | .status' <<<"$answer"), refund of 2000: $(jq -r '.error.message' <<<"$denied")"
 
 # --- measurements -------------------------------------------------------------------------
-arms=(direct nginx sidecar)
-declare -A url=([direct]="$upstream" [nginx]="$nginx_url" [sidecar]="$sidecar_url")
+# The three arms, then two references: nginx answering a fixed reply by itself (the floor of a
+# loopback round trip with this load tool), and the sidecar denying a refund of 2000 (answered
+# by the sidecar alone: the cost of the policy path without the upstream).
+arms=(direct nginx sidecar static deny)
+declare -A url=([direct]="$upstream" [nginx]="$nginx_url" [sidecar]="$sidecar_url"
+    [static]="http://127.0.0.1:$nginx_port/static" [deny]="$sidecar_url")
+DENY_CALL="${CALL/\"amount\":500/\"amount\":2000}"
+declare -A body=([deny]="$DENY_CALL")
+declare -A expect=([deny]="Tool Execution Denied")
 declare -A lat_p50 lat_p99 tput bad
-declare -A label=([direct]="upstream directly" [nginx]="nginx hop" [sidecar]="policy-sidecar ($POLICIES policies, JWT)")
+declare -A label=([direct]="upstream directly" [nginx]="nginx hop" [sidecar]="policy-sidecar ($POLICIES policies, JWT)"
+    [static]="reference: nginx fixed reply, no upstream" [deny]="reference: sidecar denies (amount 2000), no upstream")
 step "measuring: ${warm} s warm-up, ${duration} s with $LAT_CONNS connection, ${duration} s with $TPUT_CONNS connections, per arm"
 say "   wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}'), request: POST tools/call process_refund {amount: 500} with a bearer token"
-for arm in "${arms[@]}"; do wrk_run "warm-$arm" 8 "$WRK_THREADS" "$warm" "${url[$arm]}"; done
+# wrk_arm NAME ARM CONNS THREADS SECS: wrk_run with the arm's request and expectation.
+wrk_arm() {
+    LOAD_BODY="${body[$2]:-$CALL}" LOAD_EXPECT="${expect[$2]:-REF-C001-500}" wrk_run "$1" "$3" "$4" "$5" "${url[$2]}"
+}
+for arm in "${arms[@]}"; do wrk_arm "warm-$arm" "$arm" 8 "$WRK_THREADS" "$warm"; done
 for arm in "${arms[@]}"; do
-    wrk_run "lat-$arm" "$LAT_CONNS" 1 "$duration" "${url[$arm]}"
+    wrk_arm "lat-$arm" "$arm" "$LAT_CONNS" 1 "$duration"
     read -r rps p50 p99 n errs sock < <(wrk_parse "lat-$arm")
     printf '   %-8s %2d conn: p50 %5s us  p99 %5s us  %7s req/s  (%d requests, unexpected %d)\n' \
         "$arm" "$LAT_CONNS" "$p50" "$p99" "$rps" "$n" "$((errs + sock))"
     lat_p50[$arm]=$p50; lat_p99[$arm]=$p99; bad[$arm]=$((errs + sock))
 done
 for arm in "${arms[@]}"; do
-    wrk_run "tput-$arm" "$TPUT_CONNS" "$WRK_THREADS" "$duration" "${url[$arm]}"
+    wrk_arm "tput-$arm" "$arm" "$TPUT_CONNS" "$WRK_THREADS" "$duration"
     read -r rps p50 p99 n errs sock < <(wrk_parse "tput-$arm")
     printf '   %-8s %2d conn: %7s req/s  p50 %5s us  p99 %5s us  (%d requests, unexpected %d)\n' \
         "$arm" "$TPUT_CONNS" "$rps" "$p50" "$p99" "$n" "$((errs + sock))"
@@ -409,6 +426,8 @@ cat <<EOF
 | (a) ${label[direct]} | ${lat_p50[direct]} us | ${lat_p99[direct]} us | ${tput[direct]} | 100 % | $(ratio "${tput[direct]}" "${tput[nginx]}") |
 | (b) ${label[nginx]} | ${lat_p50[nginx]} us | ${lat_p99[nginx]} us | ${tput[nginx]} | $(ratio "${tput[nginx]}" "${tput[direct]}") | 100 % |
 | (c) ${label[sidecar]} | ${lat_p50[sidecar]} us | ${lat_p99[sidecar]} us | ${tput[sidecar]} | $(ratio "${tput[sidecar]}" "${tput[direct]}") | $(ratio "${tput[sidecar]}" "${tput[nginx]}") |
+| ${label[static]} | ${lat_p50[static]} us | ${lat_p99[static]} us | ${tput[static]} | | |
+| ${label[deny]} | ${lat_p50[deny]} us | ${lat_p99[deny]} us | ${tput[deny]} | | |
 
 | Measure | Measured | SPEC 11 target | |
 |---|---|---|---|
