@@ -4,7 +4,8 @@
 //! - No `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or
 //!   `OTEL_SDK_DISABLED=true`: no exporter, no OpenTelemetry layer, nothing extracted or
 //!   injected (the client's `traceparent` is forwarded as it came).
-//! - `OTEL_EXPORTER_OTLP_PROTOCOL` (or `..._TRACES_PROTOCOL`): `http/protobuf` (default) or `grpc`.
+//! - `OTEL_EXPORTER_OTLP_PROTOCOL` (or `..._TRACES_PROTOCOL`): `http/protobuf` (default),
+//!   `http/json` or `grpc`; anything else is a start-up error naming the variable.
 //! - Spans go through the SDK's batch processor: a bounded queue (`OTEL_BSP_MAX_QUEUE_SIZE`,
 //!   2048) drained by its own thread, so a collector that is down or slow drops spans instead
 //!   of delaying a request. Shutdown flushes for at most [`FLUSH_TIMEOUT`].
@@ -19,7 +20,7 @@ use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::SpanExporter;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -47,8 +48,10 @@ static EXPORTING: AtomicBool = AtomicBool::new(false);
 /// A telemetry setting the sidecar cannot use.
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
-    /// The protocol is neither `grpc` nor `http/protobuf`.
-    #[error("{name}: unsupported protocol `{value}` (expected `http/protobuf` or `grpc`)")]
+    /// The protocol is not one of `http/protobuf`, `http/json`, `grpc`.
+    #[error(
+        "{name}: unsupported protocol `{value}` (expected `http/protobuf`, `http/json` or `grpc`)"
+    )]
     Protocol {
         /// The variable that named it.
         name: &'static str,
@@ -65,6 +68,8 @@ pub enum TelemetryError {
 pub enum Protocol {
     /// OTLP/HTTP with protobuf bodies (port 4318 by convention).
     HttpProtobuf,
+    /// OTLP/HTTP with JSON bodies.
+    HttpJson,
     /// OTLP/gRPC (port 4317 by convention).
     Grpc,
 }
@@ -73,6 +78,7 @@ impl Protocol {
     fn as_str(self) -> &'static str {
         match self {
             Self::HttpProtobuf => "http/protobuf",
+            Self::HttpJson => "http/json",
             Self::Grpc => "grpc",
         }
     }
@@ -109,6 +115,7 @@ pub fn plan(env: impl Fn(&str) -> Option<String>) -> Result<Option<Plan>, Teleme
     };
     let protocol = match value.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("http/protobuf") => Protocol::HttpProtobuf,
+        Some("http/json") => Protocol::HttpJson,
         Some("grpc") => Protocol::Grpc,
         Some(_) => {
             return Err(TelemetryError::Protocol {
@@ -145,9 +152,20 @@ impl Telemetry {
         let Some(plan) = plan(|name| std::env::var(name).ok())? else {
             return Ok(Self::default());
         };
+        // The protocol is set explicitly: the exporter's own default follows its features.
+        let http = |protocol| {
+            SpanExporter::builder()
+                .with_http()
+                .with_protocol(protocol)
+                .build()
+        };
         let exporter = match plan.protocol {
-            Protocol::HttpProtobuf => SpanExporter::builder().with_http().build(),
-            Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
+            Protocol::HttpProtobuf => http(opentelemetry_otlp::Protocol::HttpBinary),
+            Protocol::HttpJson => http(opentelemetry_otlp::Protocol::HttpJson),
+            Protocol::Grpc => SpanExporter::builder()
+                .with_tonic()
+                .with_protocol(opentelemetry_otlp::Protocol::Grpc)
+                .build(),
         }
         .map_err(TelemetryError::Exporter)?;
         let mut resource = Resource::builder();
@@ -322,12 +340,15 @@ mod tests {
     #[test]
     fn unsupported_protocol_names_the_variable() {
         let err =
-            plan_of(&[(ENDPOINT, "http://c:4318"), (PROTOCOL, "http/json")]).expect_err("refused");
+            plan_of(&[(ENDPOINT, "http://c:4318"), (PROTOCOL, "zipkin")]).expect_err("refused");
         assert_eq!(
             err.to_string(),
-            "OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol `http/json` \
-             (expected `http/protobuf` or `grpc`)"
+            "OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol `zipkin` \
+             (expected `http/protobuf`, `http/json` or `grpc`)"
         );
+        let vars = [(ENDPOINT, "http://c:4318"), (PROTOCOL, "HTTP/JSON")];
+        let plan = plan_of(&vars).expect("plan").expect("exports");
+        assert_eq!(plan.protocol, Protocol::HttpJson);
     }
 
     #[test]

@@ -367,7 +367,7 @@ async fn unsupported_otlp_protocol_is_a_config_error() {
             .arg("--config")
             .arg(&config)
             .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
-            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+            .env("OTEL_EXPORTER_OTLP_PROTOCOL", "zipkin")
             .output()
             .expect("run policy-sidecar")
     })
@@ -376,7 +376,7 @@ async fn unsupported_otlp_protocol_is_a_config_error() {
     assert_eq!(output.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol `http/json`"),
+        stderr.contains("OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol `zipkin`"),
         "{stderr}"
     );
 }
