@@ -226,6 +226,7 @@ where
         identity,
         settings: Arc::clone(&shared.settings),
         observer: Arc::clone(&shared.observer),
+        span: span.clone(),
     };
     let mut upstream = Request::from_parts(parts, B::from(body));
     upstream.headers_mut().remove(header::CONTENT_LENGTH);

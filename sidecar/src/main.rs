@@ -18,6 +18,7 @@ mod route;
 mod server;
 mod shutdown;
 mod state;
+mod telemetry;
 mod tools_source;
 mod upstream_tools;
 
@@ -111,22 +112,43 @@ fn load_config(file: &std::path::Path) -> Result<Config, Exit> {
     Config::load(file).map_err(Exit::config)
 }
 
-fn init_logging(filter: &str) {
+/// Logs to stderr through `filter`; with an exporter, spans also go to OpenTelemetry (with a
+/// filter of their own, so the log level does not decide what is traced).
+fn init_logging(filter: &str, telemetry: &telemetry::Telemetry) {
+    use tracing_subscriber::Layer;
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config::DEFAULT_LOG_FILTER));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let Some(otel) = telemetry.layer() else {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(ansi)
+            .with_target(false)
+            .try_init();
+        return;
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .with_target(false)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
         .try_init();
 }
 
 /// `run`: serve until SIGTERM/SIGINT.
 async fn run(file: &std::path::Path) -> Result<(), Exit> {
     let config = load_config(file)?;
-    init_logging(&config.log_filter);
+    let telemetry = telemetry::Telemetry::from_env().map_err(Exit::config)?;
+    init_logging(&config.log_filter, &telemetry);
+    telemetry.log_start();
 
     let (sources, policies) =
         policy_files::load(&config.policy_paths, true).map_err(Exit::config)?;
@@ -247,6 +269,7 @@ async fn run(file: &std::path::Path) -> Result<(), Exit> {
             "grace period over; closing the connections still open"
         ),
     }
+    telemetry.shutdown().await;
     Ok(())
 }
 

@@ -6,7 +6,8 @@
 //!   expose the rest of the upstream server.
 //! - Hop-by-hop headers are dropped both ways; `Host` becomes the upstream's authority (the
 //!   upstream is local and may check it); everything else passes, including `Mcp-Session-Id`,
-//!   `MCP-Protocol-Version`, `Last-Event-ID` and `traceparent`. `Authorization` is dropped unless
+//!   `MCP-Protocol-Version`, `Last-Event-ID` and `traceparent` (which, when traces are exported,
+//!   names the sidecar's request span as parent). `Authorization` is dropped unless
 //!   `[upstream] forward_authorization = true`: the token was for the sidecar.
 //! - Bodies stream both ways; only the tools/list answer the layer filters is buffered.
 //! - An upstream that is down, refuses or times out gives 502 with a JSON-RPC error.
@@ -28,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, StreamWatch};
 use crate::metrics::Metrics;
+use crate::telemetry;
 
 /// The HTTP client to the upstream: pooled, HTTP/1.1.
 pub type HttpClient = Client<HttpConnector, ProxyBody>;
@@ -170,6 +172,8 @@ impl Upstream {
         if !inner.forward_authorization {
             parts.headers.remove(header::AUTHORIZATION);
         }
+        // The tool server's spans join the trace, as children of the request span.
+        telemetry::inject(&mut parts.headers);
         parts.version = http::Version::HTTP_11;
         let sent = tokio::time::timeout(
             inner.timeout,

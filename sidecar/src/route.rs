@@ -1,5 +1,6 @@
 //! The MCP listener's service: the MCP path goes through the policy layer to the upstream,
-//! anything else is 404. The request's W3C trace id is made available to the decision log.
+//! anything else is 404. The request's W3C trace id is made available to the decision log and,
+//! when traces are exported, its trace context becomes the parent of the request span.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
+use opentelemetry::context::FutureExt as _;
 use policy_layer::{PolicyBody, PolicyService};
 use serde_json::json;
 use tower::ServiceExt;
@@ -16,6 +18,7 @@ use tower::ServiceExt;
 use crate::body::ProxyBody;
 use crate::decision_log::{TRACE_ID, trace_id_from_traceparent};
 use crate::proxy::Upstream;
+use crate::telemetry;
 
 /// The JSON-RPC code of a request to a path the sidecar does not serve.
 pub const NOT_FOUND_CODE: i64 = -32601;
@@ -66,7 +69,13 @@ impl tower::Service<Request<Incoming>> for McpService {
             .and_then(|v| v.to_str().ok())
             .and_then(trace_id_from_traceparent)
             .unwrap_or_default();
+        let remote = telemetry::remote_context(request.headers());
         let policy = self.policy.clone();
-        Box::pin(TRACE_ID.scope(trace_id, policy.oneshot(request.map(ProxyBody::incoming))))
+        let call = TRACE_ID.scope(trace_id, policy.oneshot(request.map(ProxyBody::incoming)));
+        match remote {
+            // The request span, made inside, takes the client's span as its parent.
+            Some(context) => Box::pin(call.with_context(context)),
+            None => Box::pin(call),
+        }
     }
 }

@@ -30,6 +30,9 @@ pub struct Rewrite {
     pub(crate) identity: Arc<Identity>,
     pub(crate) settings: Arc<Settings>,
     pub(crate) observer: Arc<dyn DecisionObserver>,
+    /// The request span: the parent of `PartiallyAuthorizeActions`, which runs after the
+    /// upstream answered (possibly while its event stream is read).
+    pub(crate) span: tracing::Span,
 }
 
 impl std::fmt::Debug for Rewrite {
@@ -132,6 +135,7 @@ impl Rewrite {
         let started = Instant::now();
         let settings = &self.settings;
         let span = tracing::info_span!(
+            parent: &self.span,
             "PartiallyAuthorizeActions",
             otel.kind = "internal",
             policy.engine = %settings.engine_name,

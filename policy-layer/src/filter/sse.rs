@@ -194,6 +194,7 @@ mod tests {
                 identity: Arc::new(Identity::anonymous()),
                 settings: Arc::new(Settings::default()),
                 observer: Arc::new(NoObserver),
+                span: tracing::Span::none(),
             },
             1024,
         )
