@@ -317,7 +317,14 @@ async fn authenticate<B>(
     shared: &Shared,
     parts: &http::request::Parts,
 ) -> Result<Arc<Identity>, Reply<B>> {
+    // RFC 6750 section 2.3 tokens are never accepted, and a request carrying one is refused
+    // outright, so the token is not forwarded upstream in the URL either.
+    let query_token = parts.uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair.split('=').next() == Some("access_token"))
+    });
     let error = match &shared.identity {
+        _ if query_token => AuthError::Malformed("a token in the query string is never accepted"),
         IdentitySource::Authenticator(authenticator) => {
             match authenticator.authenticate(&parts.headers).await {
                 Ok(identity) => return Ok(identity),

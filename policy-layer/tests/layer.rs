@@ -571,3 +571,18 @@ async fn upstream_error_reply_to_a_list_passes_through_without_a_policy_error() 
     assert_eq!(reply.status, 502);
     assert_eq!(reply.json()["error"]["message"], "upstream unavailable");
 }
+
+#[tokio::test]
+async fn a_token_in_the_query_string_is_refused_and_not_forwarded() {
+    let (router, recorder) = upstream_router(false);
+    let addr = serve(router.layer(PolicyLayer::new(engine(POLICIES)).unauthenticated())).await;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<axum::body::Body>();
+    let request = axum::http::Request::post(format!("http://{addr}/mcp?access_token=abc"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(refund(1, json!(1)).to_string()))
+        .expect("request");
+    let response = client.request(request).await.expect("response");
+    assert_eq!(response.status(), 401);
+    assert!(recorder.bodies.lock().expect("lock").is_empty());
+}
