@@ -250,7 +250,7 @@ pub enum AuthSettings {
     /// Every caller is `UnauthenticatedUser::"anonymous"` (development only).
     None,
     /// Bearer JWTs. The table is the `[auth]` section (after environment overrides), to be
-    /// deserialized into `policy_layer::auth::AuthConfig` once that exists in this build.
+    /// deserialized into `policy_layer::auth::AuthConfig` (`src/auth.rs`).
     Jwt(toml::Table),
 }
 
