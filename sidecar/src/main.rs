@@ -212,6 +212,7 @@ async fn run(file: &std::path::Path) -> Result<(), Exit> {
     let admin_listener = TcpListener::bind(config.admin)
         .await
         .with_context(|| format!("admin.address: binding {}", config.admin))?;
+    shutdown::on_signal(shutdown.clone()).context("installing signal handlers")?;
     let mcp_addr = listener.local_addr().context("listen.address")?;
     let admin_addr = admin_listener.local_addr().context("admin.address")?;
     {
@@ -232,7 +233,6 @@ async fn run(file: &std::path::Path) -> Result<(), Exit> {
         "serving"
     );
 
-    shutdown::on_signal(shutdown.clone());
     let reloader = reload::Reloader::new(
         config.policy_paths.clone(),
         feed.clone(),

@@ -2,35 +2,31 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `shutdown` on the first SIGTERM or SIGINT.
-pub fn on_signal(shutdown: CancellationToken) {
+/// Cancels `shutdown` on the first SIGTERM or SIGINT. The handlers are installed before this
+/// returns, so a signal sent right after start-up is never taken by the default action.
+///
+/// # Errors
+/// When the signal handlers cannot be installed.
+pub fn on_signal(shutdown: CancellationToken) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = terminate.recv() => {}
+                _ = interrupt.recv() => {}
+            }
+            tracing::info!("shutting down: draining requests in flight");
+            shutdown.cancel();
+        });
+    }
+    #[cfg(not(unix))]
     tokio::spawn(async move {
-        wait_for_signal().await;
+        let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutting down: draining requests in flight");
         shutdown.cancel();
     });
-}
-
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    Ok(())
 }

@@ -46,18 +46,21 @@ async fn main() -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let router = app(&options, CallLog::default(), shutdown.clone());
 
+    // Handlers first, so a SIGTERM right after the line below is never the default action.
+    let signal = signals().context("installing signal handlers")?;
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            signal.await;
+            shutdown.cancel();
+        }
+    });
+
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening on http://{addr}/mcp")?;
     stdout.flush()?;
     drop(stdout);
 
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            wait_for_signal().await;
-            shutdown.cancel();
-        }
-    });
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -65,26 +68,24 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on Ctrl-C, or on SIGTERM where there is one.
-async fn wait_for_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// A future that resolves on SIGTERM or SIGINT (Ctrl-C); the handlers are installed now.
+#[cfg(unix)]
+fn signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
+    })
+}
+
+/// A future that resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn signals() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
