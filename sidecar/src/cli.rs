@@ -62,6 +62,10 @@ pub struct TestArgs {
     /// instead of the configured schema source.
     #[arg(long, value_name = "FILE")]
     pub tools: Option<PathBuf>,
+    /// Enforce the shadow policies (`@enforcement("LOG_ONLY")`) for this run, to see which
+    /// cases their promotion would change.
+    #[arg(long)]
+    pub promote_shadow: bool,
     /// The YAML file of test cases: a list (or `cases:` list) of
     /// `{name, claims, tool, input, expect, determining}`.
     #[arg(value_name = "CASES")]

@@ -91,7 +91,13 @@ fn main() -> ExitCode {
             Command::Validate(args) => validate(&args.config).await,
             Command::Schema(args) => schema(&args.config.config, args.tools.as_deref()).await,
             Command::Test(args) => {
-                test(&args.config.config, args.tools.as_deref(), &args.cases).await
+                test(
+                    &args.config.config,
+                    args.tools.as_deref(),
+                    &args.cases,
+                    args.promote_shadow,
+                )
+                .await
             }
         }
     });
@@ -375,9 +381,18 @@ async fn test(
     file: &std::path::Path,
     tools: Option<&std::path::Path>,
     cases: &std::path::Path,
+    promote_shadow: bool,
 ) -> Result<(), Exit> {
     let config = load_config(file)?;
-    let (_, policies) = policy_files::load(&config.policy_paths, true).map_err(Exit::config)?;
+    let (_, mut policies) = policy_files::load(&config.policy_paths, true).map_err(Exit::config)?;
+    if promote_shadow {
+        for policy in &mut policies.policies {
+            if policy.enforcement == engine::Enforcement::LogOnly {
+                eprintln!("promoting shadow policy `{}`", policy.policy.id());
+                policy.enforcement = engine::Enforcement::Enforce;
+            }
+        }
+    }
     let tools = tools_source::tools_for(&config, tools)
         .await
         .map_err(|e| Exit {

@@ -588,3 +588,28 @@ async fn validate_finds_a_misspelt_action_against_the_upstream_schema() {
     assert!(out.contains("policy `typo`"), "{out}");
     assert!(out.contains("RefundTool___proces_refund"), "{out}");
 }
+
+#[test]
+fn test_subcommand_with_promoted_shadow_policies_shows_what_would_change() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let config = example.join("policy-sidecar.toml");
+    let cases = example.join("cases.yaml");
+    let (config, cases) = (
+        config.to_str().expect("utf8"),
+        cases.to_str().expect("utf8"),
+    );
+    let (code, out, err) = sidecar_command(&["test", "--config", config, cases]);
+    assert_eq!(code, 0, "the worked example passes as written: {out}{err}");
+    let (code, out, err) =
+        sidecar_command(&["test", "--config", config, "--promote-shadow", cases]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("promoting shadow policy `trial_refund_cap_500`"),
+        "{err}"
+    );
+    assert!(
+        out.contains("FAIL a refund agent refunds 500: expected ALLOW (determining refund_limit), got DENY (determining trial_refund_cap_500)"),
+        "{out}"
+    );
+    assert!(out.contains("PASS nobody deletes an order"), "{out}");
+}
