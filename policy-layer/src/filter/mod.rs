@@ -114,15 +114,13 @@ impl Rewrite {
                 response::tool_error(&id, response::LIST_EVALUATION_FAILED, None, self.marked)
             })
             .collect();
-        self.observer.on_list(&ListRecord {
-            engine: &self.settings.engine_name,
-            mode: self.settings.mode,
-            principal: String::new(),
-            allowed: Vec::new(),
-            denied: Vec::new(),
-            error: Some("the upstream reply could not be decoded".to_owned()),
-            latency: std::time::Duration::ZERO,
-        });
+        self.observe_list(
+            String::new(),
+            Vec::new(),
+            Vec::new(),
+            Some("the upstream reply could not be decoded".to_owned()),
+            std::time::Duration::ZERO,
+        );
         tracing::warn!("tools/list reply could not be decoded; failing closed");
         if answers.len() == 1 {
             answers.into_iter().next().unwrap_or_default()
@@ -181,15 +179,7 @@ impl Rewrite {
                 }
                 Err(e) => {
                     span.record("policy.errors", e.as_str());
-                    self.observer.on_list(&ListRecord {
-                        engine: &settings.engine_name,
-                        mode: settings.mode,
-                        principal,
-                        allowed,
-                        denied,
-                        error: Some(e),
-                        latency: started.elapsed(),
-                    });
+                    self.observe_list(principal, allowed, denied, Some(e), started.elapsed());
                     return response::tool_error(
                         &id,
                         response::LIST_EVALUATION_FAILED,
@@ -205,15 +195,27 @@ impl Rewrite {
         span.record("policy.denied_tools", denied.join(",").as_str());
         span.record("policy.allowed_tools.count", allowed.len());
         span.record("policy.denied_tools.count", denied.len());
+        self.observe_list(principal, allowed, denied, None, started.elapsed());
+        message.to_string()
+    }
+
+    /// Hands one list record to the observer.
+    fn observe_list(
+        &self,
+        principal: String,
+        allowed: Vec<String>,
+        denied: Vec<String>,
+        error: Option<String>,
+        latency: std::time::Duration,
+    ) {
         self.observer.on_list(&ListRecord {
-            engine: &settings.engine_name,
-            mode: settings.mode,
+            engine: &self.settings.engine_name,
+            mode: self.settings.mode,
             principal,
             allowed,
             denied,
-            error: None,
-            latency: started.elapsed(),
+            error,
+            latency,
         });
-        message.to_string()
     }
 }
