@@ -171,8 +171,10 @@ permit(principal, action == AgentCore::Action::"RefundTool___process_refund",
        resource == AgentCore::Gateway::"$GATEWAY")
 when { context.input.amount.lessThan(decimal("1000.0")) };
 
+// Any non-empty order id (a permit without conditions is refused as overly permissive).
 @id("orders_read")
-permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource);
+permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource)
+when { context.input.order_id != "" };
 
 // Only callers whose token carries role = order-agent may update orders.
 @id("orders_update_by_agents")

@@ -6,7 +6,8 @@
 # a call without a token; then keeps serving until Ctrl-C.
 #   scripts/demo.sh          # demo, then serve until Ctrl-C
 #   scripts/demo.sh --once   # demo, then stop (CI)
-# Needs a Rust toolchain (cargo); installs curl, openssl, perl and jq with apt-get if missing.
+# Needs a Rust toolchain (cargo); installs curl, openssl, perl, jq and cvc5 (the solver of the
+# policy analysis) with apt-get if missing.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -33,7 +34,7 @@ fail() { printf '%sdemo.sh: %s%s\n' "$red" "$*" "$reset" >&2; exit 1; }
 # --- tools --------------------------------------------------------------------------------
 command -v cargo >/dev/null || fail "cargo not found: install the Rust toolchain (https://rustup.rs)"
 missing=()
-for tool in curl openssl perl jq; do command -v "$tool" >/dev/null || missing+=("$tool"); done
+for tool in curl openssl perl jq cvc5; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ "${#missing[@]}" -gt 0 ]; then
     command -v apt-get >/dev/null || fail "missing ${missing[*]} and no apt-get to install them"
     step "installing ${missing[*]} (apt-get)"
@@ -154,7 +155,7 @@ step "tools/list (filtered by policy for alice)"
 reply="$(mcp '{"jsonrpc":"2.0","id":2,"method":"tools/list"}' "${auth[@]}")"
 listed="$(jq -r '[.result.tools[].name] | join(", ")' <<<"$reply")"
 info "listed: ${green}$listed${reset}"
-declare -A why=([process_refund]="refund_limit depends on the amount" [get_order]="orders_read"
+declare -A why=([process_refund]="refund_limit depends on the amount" [get_order]="orders_read depends on the order id"
     [update_order]="orders_update_admin needs role order-admin" [delete_order]="no policy")
 for tool in process_refund get_order update_order delete_order; do
     if jq -e --arg t "$tool" 'any(.result.tools[]; .name == $t)' <<<"$reply" >/dev/null; then

@@ -12,6 +12,7 @@ use http::Uri;
 use policy_layer::config::{
     DEFAULT_ENGINE_NAME, DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_LIST_BYTES,
 };
+use policy_layer::engine::{Budget, Solver};
 use policy_layer::model::ModelConfig;
 use policy_layer::{DenyStyle, ExceptionLevel, Mode, Settings};
 use serde::Deserialize;
@@ -30,6 +31,8 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub const DEFAULT_POLICY_PATHS: &[&str] = &["policies"];
 /// Default schema source.
 pub const DEFAULT_SCHEMA: &str = "upstream";
+/// Default time budget of the semantic analysis of a policy set.
+pub const DEFAULT_ANALYSIS_TIMEOUT_MS: u64 = 120_000;
 /// Default interval of the policy files poll (the fallback beside file notifications).
 pub const DEFAULT_RELOAD_POLL_MS: u64 = 2_000;
 /// Default interval of the periodic re-fetch of the upstream's tools (0 turns it off).
@@ -141,6 +144,8 @@ struct PolicySection {
     paths: Option<Vec<String>>,
     schema: Option<String>,
     validation: Option<String>,
+    solver: Option<String>,
+    analysis_timeout_ms: Option<u64>,
     deny_style: Option<String>,
     exception_level: Option<String>,
     groups: Option<BTreeMap<String, Vec<String>>>,
@@ -206,6 +211,8 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("policy", "paths", Kind::List),
     ("policy", "schema", Kind::Str),
     ("policy", "validation", Kind::Str),
+    ("policy", "solver", Kind::Str),
+    ("policy", "analysis_timeout_ms", Kind::Int),
     ("policy", "deny_style", Kind::Str),
     ("policy", "exception_level", Kind::Str),
     ("policy", "groups", Kind::Json),
@@ -285,6 +292,10 @@ pub struct Config {
     pub schema: SchemaSource,
     /// What validation findings do.
     pub validation: Validation,
+    /// The SMT solver of the semantic analysis (`FAIL_ON_ANY_FINDINGS`).
+    pub solver: Solver,
+    /// What the semantic analysis may spend.
+    pub analysis_budget: Budget,
     /// Poll interval of the policy files.
     pub reload_poll: Duration,
     /// Periodic re-fetch of the upstream's tools (`None`: off).
@@ -514,6 +525,21 @@ fn validate(file: &Path, raw: RawConfig, auth_table: toml::Table) -> Result<Conf
         word(policy.exception_level, "NONE").map_err(|e| err("policy.exception_level", e))?;
     let validation: Validation =
         word(policy.validation, "FAIL_ON_ANY_FINDINGS").map_err(|e| err("policy.validation", e))?;
+    let solver = match policy.solver.as_deref().unwrap_or("auto") {
+        "auto" => Solver::Auto,
+        "none" => Solver::Disabled,
+        "" => return Err(err("policy.solver", "must not be empty".to_owned())),
+        // A bare name is looked up on the PATH, a path is relative to the config file.
+        name if !name.contains('/') => Solver::Path(PathBuf::from(name)),
+        path => Solver::Path(base.join(path)),
+    };
+    let analysis_budget = Budget {
+        total: Duration::from_millis(
+            positive_ms("", policy.analysis_timeout_ms, DEFAULT_ANALYSIS_TIMEOUT_MS)
+                .map_err(|m| err("policy.analysis_timeout_ms", m))?,
+        ),
+        ..Budget::default()
+    };
     let paths = policy.paths.unwrap_or_else(|| {
         DEFAULT_POLICY_PATHS
             .iter()
@@ -634,6 +660,8 @@ fn validate(file: &Path, raw: RawConfig, auth_table: toml::Table) -> Result<Conf
         policy_paths,
         schema,
         validation,
+        solver,
+        analysis_budget,
         reload_poll: Duration::from_millis(reload_poll_ms),
         tools_refresh,
         auth,

@@ -312,22 +312,31 @@ async fn validate(file: &std::path::Path) -> Result<(), Exit> {
     let count = loaded.policies.len();
     let validation = config.validation;
     match engine.set_policies(loaded) {
-        Ok(findings) => {
-            for finding in &findings {
+        Ok(report) => {
+            for note in &report.notes {
+                println!("note: {note}");
+            }
+            for finding in &report.findings {
                 println!("warning: {finding}");
+            }
+            if let Some(analysis) = &report.analysis {
+                println!("{analysis}");
             }
             println!("ok: {count} policies in {} files", sources.len());
             Ok(())
         }
         Err(refused) => {
-            for finding in &refused.0 {
+            for note in &refused.notes {
+                println!("note: {note}");
+            }
+            for finding in &refused.findings {
                 println!("{finding}");
             }
             Err(Exit {
                 status: EXIT_FAILED,
                 message: format!(
                     "{} finding(s) (policy.validation = {validation})",
-                    refused.0.len()
+                    refused.findings.len()
                 ),
             })
         }
@@ -349,6 +358,7 @@ fn engine_for(config: &Config) -> Result<PolicyEngine, Exit> {
     };
     let engine = PolicyEngine::new(config.model.clone());
     engine.configure_validation(source, config.validation);
+    engine.configure_analysis(config.solver.clone(), config.analysis_budget);
     Ok(engine)
 }
 
@@ -410,11 +420,11 @@ async fn test(
     if let Some(tools) = tools {
         let _ = engine.set_catalog(ToolCatalog::from_list(&Value::Array(tools)));
     }
-    let findings = engine.set_policies(policies).map_err(|refused| Exit {
+    let report = engine.set_policies(policies).map_err(|refused| Exit {
         status: EXIT_FAILED,
         message: refused.to_string(),
     })?;
-    for finding in &findings {
+    for finding in &report.findings {
         eprintln!("warning: {finding}");
     }
     let snapshot = engine.snapshot().context("no policy snapshot")?;

@@ -125,7 +125,7 @@ impl Reloader {
                 }
             }
             PolicyFilesError::Refused(refused) => {
-                for finding in &refused.0 {
+                for finding in &refused.findings {
                     tracing::error!(
                         "policy reload refused by validation, keeping the last good set: {finding}"
                     );

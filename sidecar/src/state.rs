@@ -80,7 +80,7 @@ impl EngineFeed {
             // every call fails closed until a valid edit arrives.
             feed.policies_loaded = false;
             self.metrics.reload(None);
-            for finding in &refused.0 {
+            for finding in &refused.findings {
                 tracing::error!("policies refused by validation: {finding}");
             }
         }

@@ -22,8 +22,10 @@ permit(principal, action == AgentCore::Action::"RefundTool___process_refund",
        resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway")
 when { context.input.amount.lessThan(decimal("1000.0")) };
 
+// Any non-empty order id (a permit without conditions is refused as overly permissive).
 @id("orders_read")
-permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource);
+permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource)
+when { context.input.order_id != "" };
 
 @id("orders_update_by_agents")
 permit(principal is AgentCore::OAuthUser, action == AgentCore::Action::"RefundTool___update_order", resource)

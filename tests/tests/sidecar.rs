@@ -15,8 +15,10 @@ permit(principal, action == AgentCore::Action::"RefundTool___process_refund",
        resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway")
 when { context.input.amount.lessThan(decimal("1000.0")) };
 
+// Any non-empty order id (a permit without conditions is refused as overly permissive).
 @id("orders_read")
-permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource);
+permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource)
+when { context.input.order_id != "" };
 "#;
 
 fn refund(amount: f64) -> Value {
@@ -587,6 +589,158 @@ async fn validate_finds_a_misspelt_action_against_the_upstream_schema() {
     assert!(out.contains("typo.cedar:3:"), "file and line: {out}");
     assert!(out.contains("policy `typo`"), "{out}");
     assert!(out.contains("RefundTool___proces_refund"), "{out}");
+}
+
+/// Every request of the refund tool is allowed: overly permissive; the forbid is ineffective.
+const PERMISSIVE: &str = r#"
+@id("open_refunds")
+permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource);
+@id("never")
+forbid(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amount.lessThan(decimal("0.0")) && context.input.amount.greaterThan(decimal("0.0")) };
+"#;
+
+/// The forbid takes every refund the permit allows: overly restrictive.
+const RESTRICTIVE: &str = r#"
+@id("refund_small")
+permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amount.lessThan(decimal("1000.0")) };
+@id("no_refunds_under_5000")
+forbid(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amount.lessThan(decimal("5000.0")) };
+"#;
+
+/// The solver's examples in `validate`'s output, as a cases file.
+fn examples_as_cases(out: &str) -> String {
+    out.lines()
+        .filter_map(|line| line.trim().strip_prefix("example: "))
+        .map(|case| format!("- {case}\n"))
+        .collect()
+}
+
+#[test]
+fn validate_proves_semantic_findings_and_their_examples_replay_as_cases() {
+    let ws = Workspace::new();
+    ws.file("tools.json", TOOLS);
+    let file = ws.policy("refund.cedar", PERMISSIVE);
+    let config = ws.config("http://127.0.0.1:9/mcp", "schema = \"tools.json\"");
+    let config = config.to_str().expect("utf8");
+
+    let (code, out, err) = sidecar_command(&["validate", "--config", config]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!out.contains("no SMT solver"), "cvc5 is installed: {out}");
+    assert!(
+        out.contains(&format!(
+            "{}:2:1: policy `open_refunds`: overly permissive: the policies allow every request of AgentCore::",
+            file.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("policy `never`: ineffective: this forbid can deny no request"),
+        "{out}"
+    );
+    let cases = examples_as_cases(&out);
+    assert!(cases.contains(r#""expect":"ALLOW""#), "{out}");
+    let cases_file = ws.file("examples.yaml", &cases);
+    let (code, tested, err) = sidecar_command(&[
+        "test",
+        "--config",
+        config,
+        cases_file.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        code, 0,
+        "the solver's examples are real requests: {tested}{err}\n{cases}"
+    );
+
+    ws.policy("refund.cedar", RESTRICTIVE);
+    let (code, out, err) = sidecar_command(&["validate", "--config", config]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("policy `no_refunds_under_5000`: overly restrictive: the policies deny every request of AgentCore::"),
+        "{out}"
+    );
+    let cases = examples_as_cases(&out);
+    assert!(cases.contains(r#""expect":"DENY""#), "{out}");
+    let cases_file = ws.file("examples.yaml", &cases);
+    let (code, tested, err) = sidecar_command(&[
+        "test",
+        "--config",
+        config,
+        cases_file.to_str().expect("utf8"),
+    ]);
+    assert_eq!(code, 0, "{tested}{err}\n{cases}");
+
+    // IGNORE_ALL_FINDINGS runs the schema checks only, as in AgentCore.
+    let ignore = ws.config(
+        "http://127.0.0.1:9/mcp",
+        "schema = \"tools.json\"\nvalidation = \"IGNORE_ALL_FINDINGS\"",
+    );
+    let (code, out, err) =
+        sidecar_command(&["validate", "--config", ignore.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.trim().ends_with("ok: 2 policies in 1 files"), "{out}");
+}
+
+#[tokio::test]
+async fn a_set_with_findings_is_refused_at_start_and_on_reload() {
+    let demo = DemoServer::start("127.0.0.1:0", false);
+    let ws = Workspace::new();
+    ws.file("tools.json", TOOLS);
+    let permissive = ws.policy("refund.cedar", PERMISSIVE);
+    let config = ws.config(&demo.url, "schema = \"tools.json\"");
+    let run = config.to_str().expect("utf8").to_owned();
+    let (code, _, err) =
+        tokio::task::spawn_blocking(move || sidecar_command(&["run", "--config", &run]))
+            .await
+            .expect("join");
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("overly permissive"), "{err}");
+    std::fs::remove_file(permissive).expect("remove");
+
+    ws.policy(
+        "refund.cedar",
+        r#"permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amount.lessThan(decimal("1000.0")) };"#,
+    );
+    let sidecar = Sidecar::start(&config);
+    sidecar.wait_ready().await;
+    let mut client = McpClient::new(&sidecar.url);
+    client.initialize().await;
+    assert!(is_denied(
+        &client.call("process_refund", refund(5000.0)).await
+    ));
+
+    ws.policy(
+        "open.cedar",
+        "permit(principal, action == AgentCore::Action::\"RefundTool___process_refund\", resource);",
+    );
+    eventually("the refused reload is counted", || async {
+        sidecar
+            .admin_get("/metrics")
+            .await
+            .1
+            .contains(r#"mcp_policy_reloads_total{result="failure"} 1"#)
+    })
+    .await;
+    assert!(
+        sidecar
+            .proc
+            .stderr()
+            .iter()
+            .any(|l| l.contains("refused by validation") && l.contains("overly permissive")),
+        "{:?}",
+        sidecar.proc.stderr()
+    );
+    assert!(
+        is_denied(&client.call("process_refund", refund(5000.0)).await),
+        "the last good set stays"
+    );
+    assert!(
+        demo.calls().await.is_empty(),
+        "nothing denied was forwarded"
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The policy engine: loaded policies, indexed per tool, held in a snapshot that is swapped
 //! atomically (hot reload) and read by each request through one atomic load.
 
+pub mod analyze;
 pub mod authorize;
 pub mod index;
 pub mod partial;
@@ -20,7 +21,8 @@ pub use policies::{
     Enforcement, LoadError, LoadErrors, LoadedPolicies, LoadedPolicy, PolicySource, Position, load,
 };
 
-pub use validate::{Finding, Refused};
+pub use analyze::{Budget, Solver};
+pub use validate::{Finding, FindingKind, Refused, Report};
 
 use crate::auth::Identity;
 use crate::config::Validation;
@@ -132,6 +134,8 @@ struct Inputs {
     source: SchemaSource,
     validation: Validation,
     schema: Option<Arc<GatewaySchema>>,
+    solver: Solver,
+    budget: Budget,
 }
 
 impl Inputs {
@@ -156,6 +160,47 @@ impl Inputs {
             .as_ref()
             .map(|s| validate::validate(policies, &s.schema))
             .unwrap_or_default()
+    }
+}
+
+/// What checking a policy set needs, taken out of the lock (the analysis may take seconds).
+struct Check {
+    schema: Option<Arc<GatewaySchema>>,
+    catalog: Arc<ToolCatalog>,
+    model: ModelConfig,
+    validation: Validation,
+    solver: Solver,
+    budget: Budget,
+}
+
+impl Check {
+    /// Schema findings always; the semantic analysis too under `FAIL_ON_ANY_FINDINGS`
+    /// (AgentCore's `IGNORE_ALL_FINDINGS` runs the schema checks only), once the policies fit
+    /// the schema.
+    fn run(&self, policies: &LoadedPolicies) -> Report {
+        let Some(schema) = &self.schema else {
+            return Report::default();
+        };
+        let findings = validate::validate(policies, &schema.schema);
+        if !findings.is_empty() || self.validation != Validation::FailOnAnyFindings {
+            return Report {
+                findings,
+                ..Report::default()
+            };
+        }
+        let analysis = analyze::analyze(
+            policies,
+            &schema.schema,
+            &ActionModel::new(self.model.clone()),
+            &self.catalog,
+            &self.solver,
+            self.budget,
+        );
+        Report {
+            findings: analysis.findings,
+            notes: analysis.notes,
+            analysis: Some(analysis.summary),
+        }
     }
 }
 
@@ -186,6 +231,8 @@ impl PolicyEngine {
                     source: SchemaSource::default(),
                     validation: Validation::default(),
                     schema: None,
+                    solver: Solver::default(),
+                    budget: Budget::default(),
                 }),
                 generation: AtomicU64::new(0),
             }),
@@ -210,6 +257,13 @@ impl PolicyEngine {
         inputs.refresh_schema();
     }
 
+    /// Sets the SMT solver and the time budget of the semantic analysis.
+    pub fn configure_analysis(&self, solver: Solver, budget: Budget) {
+        let mut inputs = self.lock();
+        inputs.solver = solver;
+        inputs.budget = budget;
+    }
+
     /// The schema policies are validated against, if any.
     #[must_use]
     pub fn schema(&self) -> Option<Arc<GatewaySchema>> {
@@ -217,20 +271,36 @@ impl PolicyEngine {
     }
 
     /// Validates `policies` and, unless findings refuse them, makes them the policy set.
-    /// Requests already running finish on the set they started with.
+    /// Requests already running finish on the set they started with. Under
+    /// `FAIL_ON_ANY_FINDINGS` this runs the semantic analysis, which blocks for as long as the
+    /// solver takes (within the configured budget).
     ///
     /// # Errors
     /// [`Refused`] with every finding under `FAIL_ON_ANY_FINDINGS`; the last good set stays.
-    pub fn set_policies(&self, policies: LoadedPolicies) -> Result<Vec<Finding>, Refused> {
-        let findings = self.lock().findings(&policies);
-        if !findings.is_empty() && self.lock().validation == Validation::FailOnAnyFindings {
-            return Err(Refused(findings));
+    pub fn set_policies(&self, policies: LoadedPolicies) -> Result<Report, Refused> {
+        let check = {
+            let inputs = self.lock();
+            Check {
+                schema: inputs.schema.clone(),
+                catalog: Arc::clone(&inputs.catalog),
+                model: inputs.model.clone(),
+                validation: inputs.validation,
+                solver: inputs.solver.clone(),
+                budget: inputs.budget,
+            }
+        };
+        let report = check.run(&policies);
+        for note in &report.notes {
+            tracing::warn!("policy analysis: {note}");
         }
-        for finding in &findings {
+        if !report.findings.is_empty() && check.validation == Validation::FailOnAnyFindings {
+            return Err(report.into());
+        }
+        for finding in &report.findings {
             tracing::warn!(%finding, "policy validation finding (ignored by configuration)");
         }
         self.replace_policies(policies);
-        Ok(findings)
+        Ok(report)
     }
 
     /// The current snapshot: `None` while no policy set is usable (fail closed).
@@ -680,7 +750,7 @@ mod tests {
                 load(&[PolicySource::new("policies/refund.cedar", text)]).expect("parses"),
             )
             .expect_err("an unknown action is a finding");
-        let finding = &refused.0[0];
+        let finding = &refused.findings[0];
         assert_eq!(finding.policy, "typo");
         let at = finding.at.as_ref().expect("position");
         assert_eq!((at.origin.as_str(), at.line), ("policies/refund.cedar", 3));
@@ -712,20 +782,20 @@ when { context.input.amout.lessThan(decimal("1000.0")) };"#;
         let engine = validating_engine(Validation::IgnoreAllFindings);
         let text = r#"permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
 when { context.input.amout.lessThan(decimal("1000.0")) };"#;
-        let findings = engine
+        let report = engine
             .set_policies(load(&[PolicySource::new("refund.cedar", text)]).expect("parses"))
             .expect("loads under IGNORE_ALL_FINDINGS");
-        assert_eq!(findings.len(), 1);
+        assert_eq!(report.findings.len(), 1);
         assert!(engine.snapshot().is_some());
     }
 
     #[test]
     fn seed_policies_validate_against_the_generated_schema() {
         let engine = validating_engine(Validation::FailOnAnyFindings);
-        let findings = engine
+        let report = engine
             .set_policies(load(&[PolicySource::new("refund.cedar", LIMIT_1000)]).expect("parses"))
             .expect("the seed's policy is valid");
-        assert!(findings.is_empty());
+        assert!(report.findings.is_empty());
         let role = r#"permit(principal is AgentCore::OAuthUser, action == AgentCore::Action::"RefundTool___process_refund", resource)
             when { principal.hasTag("role") && principal.getTag("role") == "refund-agent" };"#;
         assert!(
@@ -733,6 +803,203 @@ when { context.input.amout.lessThan(decimal("1000.0")) };"#;
                 .set_policies(load(&[PolicySource::new("role.cedar", role)]).expect("parses"))
                 .is_ok()
         );
+    }
+
+    /// Semantic analysis with the real cvc5 (`scripts/test.sh` installs it).
+    mod analysis {
+        use super::*;
+        use crate::engine::{Budget, Finding, FindingKind, Report, Solver};
+
+        const REFUND: &str = r#"AgentCore::Action::"RefundTool___process_refund""#;
+        const GET_ORDER: &str = r#"AgentCore::Action::"RefundTool___get_order""#;
+
+        fn analysed(validation: Validation, solver: Solver, text: &str) -> Result<Report, Refused> {
+            let engine = validating_engine(validation);
+            engine.configure_analysis(solver, Budget::default());
+            let text = text
+                .replace("REFUND", REFUND)
+                .replace("GET_ORDER", GET_ORDER);
+            engine.set_policies(load(&[PolicySource::new("p.cedar", text)]).expect("parses"))
+        }
+
+        fn refused_with_solver(text: &str) -> Vec<Finding> {
+            let refused = analysed(Validation::FailOnAnyFindings, Solver::Auto, text)
+                .expect_err("the analysis finds something");
+            assert!(
+                refused.notes.is_empty(),
+                "the analysis ran incomplete (is cvc5 installed?): {:?}",
+                refused.notes
+            );
+            refused.findings
+        }
+
+        /// Replays a solver's example case through a non-validating engine.
+        fn replay(text: &str, example: &Value) -> Outcome {
+            let engine = validating_engine(Validation::IgnoreAllFindings);
+            let text = text
+                .replace("REFUND", REFUND)
+                .replace("GET_ORDER", GET_ORDER);
+            engine
+                .set_policies(load(&[PolicySource::new("p.cedar", text)]).expect("parses"))
+                .expect("loads");
+            let identity = match example.get("claims").and_then(Value::as_object) {
+                Some(claims) => Identity {
+                    kind: PrincipalKind::OAuthUser,
+                    subject: claims["sub"].as_str().expect("sub").into(),
+                    tags: claims
+                        .iter()
+                        .filter(|(k, _)| *k != "sub")
+                        .map(|(k, v)| (k.clone(), v.as_str().expect("string tag").into()))
+                        .collect(),
+                    expires_at: None,
+                },
+                None => Identity::anonymous(),
+            };
+            let tool = example["tool"].as_str().expect("tool");
+            decide(&engine, &identity, tool, example["input"].clone()).expect("decides")
+        }
+
+        #[test]
+        fn a_permit_without_conditions_is_overly_permissive_with_an_allowed_example() {
+            let text = r#"@id("open_orders")
+permit(principal is AgentCore::OAuthUser, action == GET_ORDER, resource);"#;
+            let findings = refused_with_solver(text);
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            let finding = &findings[0];
+            assert_eq!(
+                (finding.kind, finding.policy.as_str()),
+                (FindingKind::OverlyPermissive, "open_orders")
+            );
+            assert_eq!(finding.at.as_ref().map(|at| at.line), Some(1));
+            assert!(
+                finding.message.contains("RefundTool___get_order"),
+                "{finding}"
+            );
+            let example = finding.example.as_ref().expect("an allowed request");
+            assert_eq!(example["expect"], "ALLOW");
+            assert!(replay(text, example).allowed(), "{example}");
+        }
+
+        #[test]
+        fn a_forbid_that_takes_every_permitted_request_is_overly_restrictive() {
+            let text = r#"@id("small_refunds")
+permit(principal, action == REFUND, resource)
+when { context.input.amount.lessThan(decimal("1000.0")) };
+@id("no_refunds_under_5000")
+forbid(principal, action == REFUND, resource)
+when { context.input.amount.lessThan(decimal("5000.0")) };"#;
+            let findings = refused_with_solver(text);
+            assert!(!findings.is_empty());
+            for finding in &findings {
+                assert_eq!(
+                    (finding.kind, finding.policy.as_str()),
+                    (FindingKind::OverlyRestrictive, "no_refunds_under_5000"),
+                    "{finding}"
+                );
+                let example = finding.example.as_ref().expect("a denied request");
+                assert_eq!(example["expect"], "DENY");
+                let amount = example["input"]["amount"].as_f64().expect("a number");
+                assert!(amount < 1000.0, "the permit matches it: {example}");
+                let outcome = replay(text, example);
+                assert!(!outcome.allowed());
+                assert_eq!(
+                    outcome.determining,
+                    vec!["no_refunds_under_5000".to_owned()]
+                );
+            }
+        }
+
+        #[test]
+        fn a_permit_and_a_forbid_that_match_nothing_are_ineffective() {
+            let text = r#"@id("negative_and_large")
+permit(principal, action == REFUND, resource)
+when { context.input.amount.lessThan(decimal("0.0")) && context.input.amount.greaterThan(decimal("10.0")) };
+@id("two_ids_at_once")
+@enforcement("LOG_ONLY")
+forbid(principal, action == GET_ORDER, resource)
+when { context.input has order_id && context.input.order_id == "a" && context.input.order_id == "b" };
+@id("orders_with_an_id")
+permit(principal, action == GET_ORDER, resource) when { context.input has order_id };"#;
+            let findings = refused_with_solver(text);
+            let found: Vec<(FindingKind, &str)> = findings
+                .iter()
+                .map(|f| (f.kind, f.policy.as_str()))
+                .collect();
+            assert_eq!(
+                found,
+                vec![
+                    (FindingKind::Ineffective, "negative_and_large"),
+                    (FindingKind::Ineffective, "two_ids_at_once"),
+                ],
+                "{findings:?}"
+            );
+            assert!(findings.iter().all(|f| f.example.is_none()));
+            assert!(findings[0].to_string().contains("can allow no request"));
+            assert!(findings[1].to_string().contains("can deny no request"));
+        }
+
+        #[test]
+        fn a_set_without_findings_loads_under_fail_on_any_findings() {
+            let text = r#"permit(principal is AgentCore::OAuthUser, action == REFUND, resource)
+when { principal.hasTag("role") && principal.getTag("role") == "refund-agent" &&
+       context.input.amount.lessThan(decimal("1000.0")) };
+forbid(principal, action == REFUND, resource) when { context.input.amount.lessThan(decimal("0.0")) };
+forbid(principal, action == GET_ORDER, resource);"#;
+            let report =
+                analysed(Validation::FailOnAnyFindings, Solver::Auto, text).expect("no findings");
+            assert!(
+                report.findings.is_empty() && report.notes.is_empty(),
+                "{report:?}"
+            );
+            let summary = report.analysis.expect("the analysis ran");
+            assert!(
+                summary.contains("cvc5 over 4 request environments"),
+                "{summary}"
+            );
+        }
+
+        #[test]
+        fn ignore_all_findings_loads_what_the_analysis_would_refuse() {
+            let text = "permit(principal is AgentCore::OAuthUser, action == GET_ORDER, resource);";
+            let report = analysed(Validation::IgnoreAllFindings, Solver::Auto, text)
+                .expect("IGNORE_ALL_FINDINGS runs the schema checks only");
+            assert!(report.findings.is_empty());
+        }
+
+        #[test]
+        fn without_a_solver_the_checks_that_need_none_still_run() {
+            let text = r#"@id("open_orders")
+permit(principal, action == GET_ORDER, resource);
+@id("refunds") permit(principal, action == REFUND, resource);
+@id("no_refunds") forbid(principal, action == REFUND, resource);
+@id("never") permit(principal, action == GET_ORDER, resource) when { false };"#;
+            for solver in [Solver::Disabled, Solver::Path("/nonexistent/cvc5".into())] {
+                let refused = analysed(Validation::FailOnAnyFindings, solver, text)
+                    .expect_err("findings without a solver");
+                assert_eq!(refused.notes.len(), 1);
+                assert!(
+                    refused.notes[0].starts_with("no SMT solver"),
+                    "{:?}",
+                    refused.notes
+                );
+                let mut found: Vec<(FindingKind, &str)> = refused
+                    .findings
+                    .iter()
+                    .map(|f| (f.kind, f.policy.as_str()))
+                    .collect();
+                found.dedup();
+                assert_eq!(
+                    found,
+                    vec![
+                        (FindingKind::OverlyPermissive, "open_orders"),
+                        (FindingKind::OverlyRestrictive, "no_refunds"),
+                        (FindingKind::Ineffective, "never"),
+                    ],
+                    "{:?}",
+                    refused.findings
+                );
+            }
+        }
     }
 
     mod index_equivalence {

@@ -59,6 +59,17 @@ pub struct LoadedPolicy {
     pub source: Arc<str>,
 }
 
+impl LoadedPolicy {
+    /// Where the policy starts in its source.
+    #[must_use]
+    pub fn position(&self) -> Position {
+        let offset = AsRef::<cedar_policy_core::ast::Policy>::as_ref(&self.policy)
+            .loc()
+            .map_or(0, cedar_policy_core::parser::Loc::start);
+        Position::at(&self.origin, &self.source, offset)
+    }
+}
+
 /// Every loaded policy, in source order.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedPolicies {

@@ -9,15 +9,43 @@ use miette::Diagnostic;
 
 use super::policies::{LoadedPolicies, Position};
 
+/// What kind of finding: a schema error, or one of AgentCore's semantic findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FindingKind {
+    /// The policy does not fit the schema (unknown action, missing or ill-typed attribute).
+    Schema,
+    /// The policy set allows every request of a principal type, tool and resource.
+    OverlyPermissive,
+    /// The policy set denies every request of a principal type, tool and resource.
+    OverlyRestrictive,
+    /// A permit that allows nothing, a forbid that denies nothing.
+    Ineffective,
+}
+
+impl fmt::Display for FindingKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Schema => "schema",
+            Self::OverlyPermissive => "overly permissive",
+            Self::OverlyRestrictive => "overly restrictive",
+            Self::Ineffective => "ineffective",
+        })
+    }
+}
+
 /// One validation finding about one policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Finding {
+    /// What kind of finding.
+    pub kind: FindingKind,
     /// The policy's id.
     pub policy: String,
     /// Where in its file, when Cedar says.
     pub at: Option<Position>,
     /// What is wrong.
     pub message: String,
+    /// A request that shows it, as a `cases.yaml` case (semantic findings, where one exists).
+    pub example: Option<serde_json::Value>,
 }
 
 impl fmt::Display for Finding {
@@ -25,18 +53,50 @@ impl fmt::Display for Finding {
         if let Some(at) = &self.at {
             write!(f, "{at}: ")?;
         }
-        write!(f, "policy `{}`: {}", self.policy, self.message)?;
+        write!(f, "policy `{}`: ", self.policy)?;
+        if self.kind != FindingKind::Schema {
+            write!(f, "{}: ", self.kind)?;
+        }
+        f.write_str(&self.message)?;
+        if let Some(example) = &self.example {
+            write!(f, "\n    example: {example}")?;
+        }
         Ok(())
     }
 }
 
+/// What checking a policy set found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Every finding (schema and semantic).
+    pub findings: Vec<Finding>,
+    /// What the analysis could not check, and why.
+    pub notes: Vec<String>,
+    /// What the semantic analysis ran with (`None`: it did not run).
+    pub analysis: Option<String>,
+}
+
 /// Findings that made a policy set be refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct Refused(pub Vec<Finding>);
+pub struct Refused {
+    /// Every finding.
+    pub findings: Vec<Finding>,
+    /// What the analysis could not check (shown beside the findings).
+    pub notes: Vec<String>,
+}
+
+impl From<Report> for Refused {
+    fn from(report: Report) -> Self {
+        Self {
+            findings: report.findings,
+            notes: report.notes,
+        }
+    }
+}
 
 impl fmt::Display for Refused {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        super::policies::write_lines(f, &self.0)
+        super::policies::write_lines(f, &self.findings)
     }
 }
 
@@ -58,9 +118,11 @@ pub fn validate(policies: &LoadedPolicies, schema: &Schema) -> Vec<Finding> {
                 Some(Position::at(&loaded.origin, &loaded.source, offset))
             });
             Finding {
+                kind: FindingKind::Schema,
                 policy,
                 at,
                 message: error.to_string(),
+                example: None,
             }
         })
         .collect();

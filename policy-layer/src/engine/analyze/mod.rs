@@ -1,0 +1,496 @@
+//! Semantic analysis of a policy set, AgentCore's "Cedar analysis": overly permissive,
+//! overly restrictive and ineffective policies.
+//!
+//! Each question is asked per request environment of the schema (a principal type, a tool's
+//! action, the gateway) and proven by Cedar's symbolic compiler (`cedar-policy-symcc`) with
+//! the cvc5 SMT solver. Where a finding has a witness, the solver synthesizes it and it is
+//! replayed through Cedar's own authorizer before it is shown, written as a `cases.yaml` case:
+//!
+//! - **overly permissive**: the enforced set allows every request of an environment that a
+//!   permit names (witness: one allowed request, to show what "everything" includes);
+//! - **overly restrictive**: the enforced set denies every request of an environment although
+//!   a permit there can match (witness: a request the permit matches and a forbid denies);
+//! - **ineffective**: a permit that can allow nothing, a forbid that can deny nothing, in every
+//!   environment it names (no witness can exist).
+//!
+//! An environment no permit can match is default-deny and is not a finding: denying what no
+//! policy allows is the design, and a forbid kept there as a kill switch is deliberate.
+//!
+//! Without a solver the analysis says so and runs the checks that need none: a permit without
+//! conditions where no forbid applies (overly permissive), a forbid without conditions where
+//! a permit applies (overly restrictive), and policies Cedar's type checker finds impossible
+//! (ineffective). Those are sound, but they find fewer.
+
+mod example;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cedar_policy::{
+    Effect, Policy, PolicySet, PrincipalConstraint, RequestEnv, ResourceConstraint, Schema,
+    ValidationMode, ValidationWarning, Validator,
+};
+use cedar_policy_symcc::solver::LocalSolver;
+use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet};
+
+use super::index::PolicyIndex;
+use super::policies::{Enforcement, LoadedPolicies, LoadedPolicy};
+use super::validate::{Finding, FindingKind};
+use crate::model::{ActionModel, ToolCatalog};
+use example::{Replay, Shows};
+
+/// Where the SMT solver comes from (`[policy] solver`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Solver {
+    /// The `CVC5` environment variable, else `cvc5` on the `PATH`.
+    #[default]
+    Auto,
+    /// This executable (a bare name is looked up on the `PATH`).
+    Path(PathBuf),
+    /// No solver: only the checks that need none.
+    Disabled,
+}
+
+impl Solver {
+    /// The solver executable, or why there is none.
+    fn locate(&self) -> Result<PathBuf, String> {
+        let path = match self {
+            Self::Disabled => return Err("the solver is disabled by configuration".to_owned()),
+            Self::Path(path) if path.components().count() == 1 && !path.is_file() => path
+                .to_str()
+                .and_then(on_path)
+                .ok_or_else(|| format!("no `{}` on the PATH", path.display()))?,
+            Self::Path(path) => path.clone(),
+            Self::Auto => match std::env::var_os("CVC5") {
+                Some(path) => PathBuf::from(path),
+                None => on_path("cvc5").ok_or_else(|| {
+                    "no `cvc5` on the PATH and CVC5 is not set (Debian: apt-get install cvc5)"
+                        .to_owned()
+                })?,
+            },
+        };
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("the solver `{}` does not exist", path.display()))
+        }
+    }
+}
+
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// What the analysis may spend.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Per solver query (cvc5's `--tlimit-per`).
+    pub per_query: Duration,
+    /// For the whole analysis; past it, the remaining environments are not analysed.
+    pub total: Duration,
+}
+
+impl Default for Budget {
+    fn default() -> Self {
+        Self {
+            per_query: Duration::from_secs(10),
+            total: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The findings, and notes on how far the analysis could go.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    /// Findings, sorted.
+    pub findings: Vec<Finding>,
+    /// What could not be checked and why (no solver, time budget spent, solver failures).
+    pub notes: Vec<String>,
+    /// What ran, for operators: the solver, how many environments, how long.
+    pub summary: String,
+}
+
+/// Analyses `policies` against `schema`; `catalog` types the arguments of the examples (as it
+/// types calls). Runs the solver on a thread of its own, so it may be called from inside an
+/// async runtime (it blocks the caller until done).
+#[must_use]
+pub fn analyze(
+    policies: &LoadedPolicies,
+    schema: &Schema,
+    model: &ActionModel,
+    catalog: &Arc<ToolCatalog>,
+    solver: &Solver,
+    budget: Budget,
+) -> Analysis {
+    let index = PolicyIndex::build(policies, model, &ToolCatalog::default());
+    let envs: Vec<Scope> = schema
+        .request_envs()
+        .filter_map(|env| {
+            let tool = model
+                .tool_of_action(env.action().id().unescaped())?
+                .to_owned();
+            Some(Scope { env, tool })
+        })
+        .collect();
+    let ctx = Ctx {
+        policies,
+        schema,
+        model,
+        index: &index,
+        envs: &envs,
+        catalog,
+        replay: OnceLock::new(),
+    };
+    let started = Instant::now();
+    let located = solver.locate();
+    let mut analysis = match &located {
+        Ok(path) => std::thread::scope(|s| {
+            s.spawn(|| {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(ctx.with_solver(path, budget)),
+                    Err(e) => ctx.without_solver(format!("no runtime for the solver: {e}")),
+                }
+            })
+            .join()
+            .unwrap_or_else(|_| ctx.without_solver("the analysis panicked".to_owned()))
+        }),
+        Err(why) => ctx.without_solver(why.clone()),
+    };
+    analysis.findings.sort_by_key(ToString::to_string);
+    analysis.findings.dedup();
+    let elapsed = started.elapsed().as_millis();
+    analysis.summary = match &located {
+        Ok(path) => format!(
+            "semantic analysis with {} over {} request environments in {elapsed} ms",
+            path.display(),
+            envs.len()
+        ),
+        Err(_) => format!("semantic analysis without a solver in {elapsed} ms"),
+    };
+    analysis
+}
+
+/// One request environment, with the tool its action calls.
+struct Scope {
+    env: RequestEnv,
+    tool: String,
+}
+
+impl Scope {
+    fn describe(&self) -> String {
+        format!(
+            "{} calling {} on {}",
+            self.env.principal(),
+            self.env.action(),
+            self.env.resource()
+        )
+    }
+}
+
+struct Ctx<'a> {
+    policies: &'a LoadedPolicies,
+    schema: &'a Schema,
+    model: &'a ActionModel,
+    index: &'a PolicyIndex,
+    envs: &'a [Scope],
+    catalog: &'a Arc<ToolCatalog>,
+    /// Built at the first example to replay.
+    replay: OnceLock<Replay>,
+}
+
+/// A solver query that could not be answered.
+#[derive(Debug)]
+struct Undecided(String);
+
+impl<E: fmt::Display> From<E> for Undecided {
+    fn from(e: E) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl Ctx<'_> {
+    fn replay(&self) -> &Replay {
+        self.replay
+            .get_or_init(|| Replay::new(self.model, self.catalog, self.policies))
+    }
+
+    /// The policies whose action scope can apply to `tool`, by enforcement and effect.
+    fn candidates(&self, tool: &str) -> impl Iterator<Item = &LoadedPolicy> {
+        let sets = self.index.for_tool(tool);
+        [&sets.active, &sets.shadow_permits, &sets.shadow_forbids]
+            .into_iter()
+            .flat_map(PolicySet::policies)
+            .filter_map(|p| self.policies.get(p.id().as_ref()))
+    }
+
+    fn finding(&self, kind: FindingKind, policy: &Policy, message: String) -> Finding {
+        let id: &str = policy.id().as_ref();
+        Finding {
+            kind,
+            policy: id.to_owned(),
+            at: self.policies.get(id).map(LoadedPolicy::position),
+            message,
+            example: None,
+        }
+    }
+
+    async fn with_solver(&self, path: &Path, budget: Budget) -> Analysis {
+        let started = Instant::now();
+        let mut analysis = Analysis::default();
+        let limit = format!("--tlimit-per={}", budget.per_query.as_millis());
+        let mut command = tokio::process::Command::new(path);
+        command.args(["--lang", "smt", &limit]).kill_on_drop(true);
+        let solver = match LocalSolver::from_command(&mut command) {
+            Ok(solver) => solver,
+            Err(e) => {
+                return self.without_solver(format!("`{}` did not start: {e}", path.display()));
+            }
+        };
+        let mut cc = match CedarSymCompiler::new(solver) {
+            Ok(cc) => cc,
+            Err(e) => return self.without_solver(format!("the symbolic compiler failed: {e}")),
+        };
+        // Per policy: whether it can match in some environment it applies to.
+        let mut can_match: HashMap<String, bool> = HashMap::new();
+        let mut undecided: HashMap<String, String> = HashMap::new();
+        for (done, scope) in self.envs.iter().enumerate() {
+            if started.elapsed() > budget.total {
+                analysis.notes.push(format!(
+                    "semantic analysis stopped after {} s (the budget): {done} of {} request environments analysed",
+                    budget.total.as_secs(),
+                    self.envs.len()
+                ));
+                break;
+            }
+            if let Err(Undecided(why)) = self
+                .environment(
+                    &mut cc,
+                    scope,
+                    &mut can_match,
+                    &mut undecided,
+                    &mut analysis,
+                )
+                .await
+            {
+                analysis
+                    .notes
+                    .push(format!("{}: not analysed: {why}", scope.describe()));
+            }
+        }
+        for loaded in &self.policies.policies {
+            let id: &str = loaded.policy.id().as_ref();
+            if let Some(why) = undecided.get(id) {
+                analysis
+                    .notes
+                    .push(format!("policy `{id}`: could not be fully analysed: {why}"));
+            } else if can_match.get(id) == Some(&false) {
+                analysis.findings.push(self.ineffective(&loaded.policy));
+            }
+        }
+        analysis
+    }
+
+    /// Analyses one request environment.
+    async fn environment(
+        &self,
+        cc: &mut CedarSymCompiler<LocalSolver>,
+        scope: &Scope,
+        can_match: &mut HashMap<String, bool>,
+        undecided: &mut HashMap<String, String>,
+        analysis: &mut Analysis,
+    ) -> Result<(), Undecided> {
+        let mut live_permits: Vec<(&Policy, CompiledPolicy)> = Vec::new();
+        let mut live_forbids: Vec<&Policy> = Vec::new();
+        let mut enforced = PolicySet::new();
+        for loaded in self.candidates(&scope.tool) {
+            let id: &str = loaded.policy.id().as_ref();
+            let matches = match CompiledPolicy::compile(&loaded.policy, &scope.env, self.schema) {
+                Ok(compiled) => match cc.check_never_matches_opt(&compiled).await {
+                    Ok(never) => Some((!never, compiled)),
+                    Err(e) => {
+                        undecided.insert(id.to_owned(), e.to_string());
+                        None
+                    }
+                },
+                Err(e) => {
+                    undecided.insert(id.to_owned(), e.to_string());
+                    None
+                }
+            };
+            let Some((matches, compiled)) = matches else {
+                continue;
+            };
+            *can_match.entry(id.to_owned()).or_default() |= matches;
+            if loaded.enforcement != Enforcement::Enforce {
+                continue;
+            }
+            let _ = enforced.add(loaded.policy.clone());
+            match (loaded.policy.effect(), matches) {
+                (Effect::Permit, true) => live_permits.push((&loaded.policy, compiled)),
+                (Effect::Forbid, true) => live_forbids.push(&loaded.policy),
+                _ => {}
+            }
+        }
+        if live_permits.is_empty() {
+            // Default deny: nothing here can be allowed, and nothing claims to allow it.
+            return Ok(());
+        }
+        let set = CompiledPolicySet::compile(&enforced, &scope.env, self.schema)?;
+        if cc.check_always_allows_opt(&set).await? {
+            let example = cc.check_always_denies_with_counterexample_opt(&set).await?;
+            let names = ids(live_permits.iter().map(|(p, _)| *p));
+            for (permit, _) in &live_permits {
+                let mut finding = self.finding(
+                    FindingKind::OverlyPermissive,
+                    permit,
+                    format!(
+                        "the policies allow every request of {} ({names}; no forbid or condition ever denies one)",
+                        scope.describe()
+                    ),
+                );
+                finding.example = example
+                    .as_ref()
+                    .and_then(|env| self.replay().case(env, &Shows::Allowed));
+                analysis.findings.push(finding);
+            }
+        } else if cc.check_always_denies_opt(&set).await? {
+            // A request a live permit matches, which the set still denies: what the forbids take.
+            let (permit, compiled) = &live_permits[0];
+            let example = cc
+                .check_never_matches_with_counterexample_opt(compiled)
+                .await?;
+            let permit = self.policies.get(permit.id().as_ref());
+            let blame: Vec<&Policy> = if live_forbids.is_empty() {
+                live_permits.iter().map(|(p, _)| *p).collect()
+            } else {
+                live_forbids
+            };
+            let names = ids(blame.iter().copied());
+            for policy in blame {
+                let mut finding = self.finding(
+                    FindingKind::OverlyRestrictive,
+                    policy,
+                    format!(
+                        "the policies deny every request of {} although {} can match ({names} take every one)",
+                        scope.describe(),
+                        ids(live_permits.iter().map(|(p, _)| *p)),
+                    ),
+                );
+                finding.example = example.as_ref().zip(permit).and_then(|(env, permit)| {
+                    self.replay().case(env, &Shows::DeniedDespite(permit))
+                });
+                analysis.findings.push(finding);
+            }
+        }
+        Ok(())
+    }
+
+    fn ineffective(&self, policy: &Policy) -> Finding {
+        let what = match policy.effect() {
+            Effect::Permit => "this permit can allow no request",
+            Effect::Forbid => "this forbid can deny no request",
+        };
+        self.finding(
+            FindingKind::Ineffective,
+            policy,
+            format!("{what}: its scope and conditions match nothing the schema allows"),
+        )
+    }
+
+    /// The checks that need no solver, with a note saying why they are all there is.
+    fn without_solver(&self, why: String) -> Analysis {
+        let mut analysis = Analysis {
+            findings: Vec::new(),
+            summary: String::new(),
+            notes: vec![format!(
+                "no SMT solver: {why}. Overly permissive, overly restrictive and ineffective \
+                 policies are only found where no solver is needed (permits and forbids without \
+                 conditions, policies the type checker finds impossible)"
+            )],
+        };
+        for scope in self.envs {
+            let (mut permits, mut forbids) = (Vec::new(), Vec::new());
+            for loaded in self.candidates(&scope.tool) {
+                if loaded.enforcement == Enforcement::Enforce
+                    && self.in_scope(&loaded.policy, scope)
+                {
+                    match loaded.policy.effect() {
+                        Effect::Permit => permits.push(&loaded.policy),
+                        Effect::Forbid => forbids.push(&loaded.policy),
+                    }
+                }
+            }
+            let unconditional = |p: &&Policy| !p.has_non_scope_constraint();
+            if forbids.is_empty() {
+                for permit in permits.iter().copied().filter(unconditional) {
+                    analysis.findings.push(self.finding(
+                        FindingKind::OverlyPermissive,
+                        permit,
+                        format!(
+                            "this permit has no conditions and no forbid applies: it allows every request of {}",
+                            scope.describe()
+                        ),
+                    ));
+                }
+            } else if !permits.is_empty() {
+                for forbid in forbids.iter().copied().filter(unconditional) {
+                    analysis.findings.push(self.finding(
+                        FindingKind::OverlyRestrictive,
+                        forbid,
+                        format!(
+                            "this forbid has no conditions: it denies every request of {} that {} would allow",
+                            scope.describe(),
+                            ids(permits.iter().copied())
+                        ),
+                    ));
+                }
+            }
+        }
+        let mut set = PolicySet::new();
+        for loaded in &self.policies.policies {
+            let _ = set.add(loaded.policy.clone());
+        }
+        let result = Validator::new(self.schema.clone()).validate(&set, ValidationMode::Strict);
+        for warning in result.validation_warnings() {
+            if let ValidationWarning::ImpossiblePolicy(w) = warning
+                && let Some(loaded) = self.policies.get(w.policy_id().as_ref())
+            {
+                analysis.findings.push(self.ineffective(&loaded.policy));
+            }
+        }
+        analysis
+    }
+
+    /// Whether a policy's principal and resource scope admit every request of `scope`
+    /// (its action scope is known to apply).
+    fn in_scope(&self, policy: &Policy, scope: &Scope) -> bool {
+        let principal = match policy.principal_constraint() {
+            PrincipalConstraint::Any => true,
+            PrincipalConstraint::Is(ty) => &ty == scope.env.principal(),
+            _ => false,
+        };
+        let resource = match policy.resource_constraint() {
+            ResourceConstraint::Any => true,
+            ResourceConstraint::Is(ty) => &ty == scope.env.resource(),
+            // The gateway is the only resource there is.
+            ResourceConstraint::Eq(uid) => uid == self.model.resource_uid(),
+            _ => false,
+        };
+        principal && resource
+    }
+}
+
+fn ids<'p>(policies: impl Iterator<Item = &'p Policy>) -> String {
+    policies
+        .map(|p| format!("`{}`", AsRef::<str>::as_ref(p.id())))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
