@@ -99,7 +99,14 @@ impl Reloader {
         match policy_layer::engine::load(&sources) {
             Ok(loaded) => {
                 let count = loaded.policies.len();
-                if let Err(refused) = self.feed.set_policies(loaded) {
+                // Validation (and the semantic analysis) may take seconds: off the runtime.
+                let feed = self.feed.clone();
+                let set = tokio::task::spawn_blocking(move || feed.set_policies(loaded)).await;
+                let Ok(set) = set else {
+                    tracing::error!("policy validation task failed; keeping the last good set");
+                    return;
+                };
+                if let Err(refused) = set {
                     self.failed(&PolicyFilesError::Refused(refused));
                     self.last_sources = sources;
                     return;

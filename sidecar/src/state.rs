@@ -4,6 +4,7 @@
 //! arrived: until then the engine has no snapshot and every call fails closed, so no call is
 //! ever decided with untyped input by mistake. `/readyz` turns 200 at the same moment.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use policy_layer::PolicyEngine;
@@ -12,11 +13,17 @@ use policy_layer::model::ToolCatalog;
 
 use crate::metrics::Metrics;
 
+/// The order of feeding; held while the engine validates (which may take seconds).
 #[derive(Debug, Default)]
 struct Feed {
     pending: Option<LoadedPolicies>,
-    policies_loaded: bool,
-    catalog_loaded: bool,
+}
+
+/// Readiness, read by `/readyz` without waiting for a validation in progress.
+#[derive(Debug, Default)]
+struct Loaded {
+    policies: AtomicBool,
+    catalog: AtomicBool,
 }
 
 /// Feeds policies and tool catalogs to the engine in the order readiness needs.
@@ -25,6 +32,7 @@ pub struct EngineFeed {
     engine: PolicyEngine,
     needs_catalog: bool,
     feed: Arc<Mutex<Feed>>,
+    loaded: Arc<Loaded>,
     metrics: Arc<Metrics>,
 }
 
@@ -36,6 +44,7 @@ impl EngineFeed {
             engine,
             needs_catalog,
             feed: Arc::new(Mutex::new(Feed::default())),
+            loaded: Arc::new(Loaded::default()),
             metrics,
         }
     }
@@ -57,13 +66,13 @@ impl EngineFeed {
     /// [`Refused`] when validation refuses the set: the last good set stays.
     pub fn set_policies(&self, policies: LoadedPolicies) -> Result<(), Refused> {
         let mut feed = self.lock();
-        if self.needs_catalog && !feed.catalog_loaded {
-            feed.policies_loaded = true;
+        if self.needs_catalog && !self.loaded.catalog.load(Ordering::Acquire) {
+            self.loaded.policies.store(true, Ordering::Release);
             feed.pending = Some(policies);
             return Ok(());
         }
         self.engine.set_policies(policies)?;
-        feed.policies_loaded = true;
+        self.loaded.policies.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -72,34 +81,34 @@ impl EngineFeed {
         let mut feed = self.lock();
         self.metrics.tools_known(catalog.len());
         let _findings = self.engine.set_catalog(catalog);
-        feed.catalog_loaded = true;
-        if let Some(policies) = feed.pending.take()
+        let pending = feed.pending.take();
+        if let Some(policies) = pending
             && let Err(refused) = self.engine.set_policies(policies)
         {
             // Validated only now that the upstream's schema is known: nothing is loaded and
             // every call fails closed until a valid edit arrives.
-            feed.policies_loaded = false;
+            self.loaded.policies.store(false, Ordering::Release);
             self.metrics.reload(None);
             for finding in &refused.findings {
                 tracing::error!("policies refused by validation: {finding}");
             }
         }
+        self.loaded.catalog.store(true, Ordering::Release);
     }
 
     /// Whether policies (and the catalog, when needed) are loaded.
     #[must_use]
     pub fn is_ready(&self) -> bool {
-        let feed = self.lock();
-        feed.policies_loaded && (feed.catalog_loaded || !self.needs_catalog)
+        self.loaded.policies.load(Ordering::Acquire)
+            && (self.loaded.catalog.load(Ordering::Acquire) || !self.needs_catalog)
     }
 
     /// What is still missing, for `/readyz`.
     #[must_use]
     pub fn waiting_for(&self) -> &'static str {
-        let feed = self.lock();
         match (
-            feed.policies_loaded,
-            feed.catalog_loaded || !self.needs_catalog,
+            self.loaded.policies.load(Ordering::Acquire),
+            self.loaded.catalog.load(Ordering::Acquire) || !self.needs_catalog,
         ) {
             (false, _) => "policies",
             (true, false) => "the upstream's tools",

@@ -325,7 +325,14 @@ impl ToolsRefresher {
                 return;
             };
             tracing::info!(tools = tools.tools.len(), upstream = %self.url, "tool catalog loaded from the upstream");
-            self.feed.set_catalog(tools.catalog());
+            // Validating held-back policies may take seconds: off the runtime.
+            let (feed, catalog) = (self.feed.clone(), tools.catalog());
+            if tokio::task::spawn_blocking(move || feed.set_catalog(catalog))
+                .await
+                .is_err()
+            {
+                tracing::error!("tool catalog task failed");
+            }
             let timer = async {
                 match self.every {
                     Some(every) => tokio::time::sleep(every).await,

@@ -190,7 +190,7 @@ impl Check {
         }
         let analysis = analyze::analyze(
             policies,
-            &schema.schema,
+            schema,
             &ActionModel::new(self.model.clone()),
             &self.catalog,
             &self.solver,

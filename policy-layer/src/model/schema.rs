@@ -2,6 +2,7 @@
 //! `cedar-policy-mcp-schema-generator` and AgentCore's type mapping (objects as records,
 //! numbers as decimal), so that policies can be validated when they load (SPEC section 3).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use cedar_policy::{Schema, SchemaFragment};
@@ -121,6 +122,76 @@ impl GatewaySchema {
     }
 }
 
+/// A gateway schema cut per tool: every entity type and action group, with one tool's action.
+///
+/// Cedar's validator and symbolic compiler take time in the size of the whole schema for each
+/// policy they look at; with thousands of tools that is quadratic. A policy about one tool only
+/// needs that tool's action, so each tool gets a schema of its own.
+#[derive(Debug, Clone)]
+pub struct ToolSchemas {
+    /// The schema in JSON form without any tool's action.
+    common: Value,
+    /// Action name -> (namespace, action JSON).
+    actions: BTreeMap<String, (String, Value)>,
+}
+
+impl ToolSchemas {
+    /// Cuts `schema`: actions named `<target>___<tool>` are the tools.
+    ///
+    /// # Errors
+    /// [`SchemaError`] when the schema text does not convert to JSON.
+    pub fn new(schema: &GatewaySchema, target: &str) -> Result<Self, SchemaError> {
+        let (fragment, _warnings) =
+            SchemaFragment::from_cedarschema_str(&schema.text).map_err(schema_err)?;
+        let mut common = fragment.to_json_value().map_err(schema_err)?;
+        let prefix = format!("{target}{ACTION_SEPARATOR}");
+        let mut actions = BTreeMap::new();
+        if let Some(namespaces) = common.as_object_mut() {
+            for (namespace, body) in namespaces {
+                let Some(all) = body.get_mut("actions").and_then(Value::as_object_mut) else {
+                    continue;
+                };
+                let tools: Vec<String> = all
+                    .keys()
+                    .filter(|name| name.starts_with(&prefix))
+                    .cloned()
+                    .collect();
+                for name in tools {
+                    if let Some(action) = all.remove(&name) {
+                        actions.insert(name, (namespace.clone(), action));
+                    }
+                }
+            }
+        }
+        Ok(Self { common, actions })
+    }
+
+    /// The tools' action names, sorted.
+    pub fn actions(&self) -> impl Iterator<Item = &str> {
+        self.actions.keys().map(String::as_str)
+    }
+
+    /// The schema with only the action `name` among the tools.
+    ///
+    /// # Errors
+    /// [`SchemaError`] when `name` is no tool's action, or the cut schema does not build.
+    pub fn schema(&self, name: &str) -> Result<Schema, SchemaError> {
+        let (namespace, action) = self
+            .actions
+            .get(name)
+            .ok_or_else(|| SchemaError(format!("no action `{name}` in the schema")))?;
+        let mut json = self.common.clone();
+        if let Some(actions) = json
+            .get_mut(namespace)
+            .and_then(|ns| ns.get_mut("actions"))
+            .and_then(Value::as_object_mut)
+        {
+            actions.insert(name.to_owned(), action.clone());
+        }
+        Schema::from_json_value(json).map_err(schema_err)
+    }
+}
+
 /// The schema stub: principal and resource types and the action groups.
 fn stub(model: &ModelConfig) -> String {
     let target = &model.target;
@@ -157,6 +228,34 @@ mod tests {
                 "required": ["amount", "customer_id"]}},
             {"name": "get_order", "inputSchema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}
         ]}))
+    }
+
+    #[test]
+    fn a_schema_cut_per_tool_keeps_the_groups_and_one_action() {
+        let model = ModelConfig {
+            target: "RefundTool".into(),
+            ..ModelConfig::default()
+        };
+        let schema = GatewaySchema::generate(&model, &catalog()).expect("schema");
+        let cut = ToolSchemas::new(&schema, "RefundTool").expect("cut");
+        assert_eq!(
+            cut.actions().collect::<Vec<_>>(),
+            ["RefundTool___get_order", "RefundTool___process_refund"]
+        );
+        let refund = cut.schema("RefundTool___process_refund").expect("schema");
+        let actions: Vec<String> = refund
+            .actions()
+            .map(|a| a.id().unescaped().to_owned())
+            .collect();
+        assert!(actions.contains(&"RefundTool___process_refund".to_owned()));
+        assert!(!actions.contains(&"RefundTool___get_order".to_owned()));
+        assert!(actions.contains(&"CallTool".to_owned()), "{actions:?}");
+        assert_eq!(
+            refund.request_envs().count(),
+            2,
+            "OAuthUser and UnauthenticatedUser"
+        );
+        assert!(cut.schema("RefundTool___nope").is_err());
     }
 
     #[test]

@@ -39,6 +39,7 @@ use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet};
 use super::index::PolicyIndex;
 use super::policies::{Enforcement, LoadedPolicies, LoadedPolicy};
 use super::validate::{Finding, FindingKind};
+use crate::model::schema::{GatewaySchema, ToolSchemas};
 use crate::model::{ActionModel, ToolCatalog};
 use example::{Replay, Shows};
 
@@ -104,6 +105,9 @@ impl Default for Budget {
     }
 }
 
+/// Stack of the analysis thread (reserved, not committed, until used).
+const ANALYSIS_STACK: usize = 256 << 20;
+
 /// The findings, and notes on how far the analysis could go.
 #[derive(Debug, Clone, Default)]
 pub struct Analysis {
@@ -115,30 +119,29 @@ pub struct Analysis {
     pub summary: String,
 }
 
-/// Analyses `policies` against `schema`; `catalog` types the arguments of the examples (as it
-/// types calls). Runs the solver on a thread of its own, so it may be called from inside an
+/// Analyses `policies` against the gateway's schema; `catalog` types the arguments of the
+/// examples (as it types calls). Runs the solver on a thread of its own, so it may be called from inside an
 /// async runtime (it blocks the caller until done).
 #[must_use]
 pub fn analyze(
     policies: &LoadedPolicies,
-    schema: &Schema,
+    gateway: &GatewaySchema,
     model: &ActionModel,
     catalog: &Arc<ToolCatalog>,
     solver: &Solver,
     budget: Budget,
 ) -> Analysis {
     let index = PolicyIndex::build(policies, model, &ToolCatalog::default());
-    let envs: Vec<Scope> = schema
-        .request_envs()
-        .filter_map(|env| {
-            let tool = model
-                .tool_of_action(env.action().id().unescaped())?
-                .to_owned();
-            Some(Scope { env, tool })
-        })
+    let envs = scopes(gateway, model);
+    let by_id = policies
+        .policies
+        .iter()
+        .map(|p| (AsRef::<str>::as_ref(p.policy.id()), p))
         .collect();
+    let schema = &gateway.schema;
     let ctx = Ctx {
         policies,
+        by_id,
         schema,
         model,
         index: &index,
@@ -150,17 +153,27 @@ pub fn analyze(
     let located = solver.locate();
     let mut analysis = match &located {
         Ok(path) => std::thread::scope(|s| {
-            s.spawn(|| {
-                match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt.block_on(ctx.with_solver(path, budget)),
-                    Err(e) => ctx.without_solver(format!("no runtime for the solver: {e}")),
-                }
-            })
-            .join()
-            .unwrap_or_else(|_| ctx.without_solver("the analysis panicked".to_owned()))
+            // Compiling a large policy set recurses deeply; the default 2 MiB is not enough.
+            std::thread::Builder::new()
+                .name("policy-analysis".to_owned())
+                .stack_size(ANALYSIS_STACK)
+                .spawn_scoped(s, || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(ctx.with_solver(path, budget)),
+                        Err(e) => ctx.without_solver(format!("no runtime for the solver: {e}")),
+                    }
+                })
+                .map_or_else(
+                    |e| ctx.without_solver(format!("no thread for the analysis: {e}")),
+                    |thread| {
+                        thread.join().unwrap_or_else(|_| {
+                            ctx.without_solver("the analysis panicked".to_owned())
+                        })
+                    },
+                )
         }),
         Err(why) => ctx.without_solver(why.clone()),
     };
@@ -178,10 +191,45 @@ pub fn analyze(
     analysis
 }
 
-/// One request environment, with the tool its action calls.
+/// One request environment, with the tool its action calls and the schema cut for that tool.
 struct Scope {
     env: RequestEnv,
     tool: String,
+    schema: Arc<Schema>,
+}
+
+/// Every request environment of a tool, each with its tool's cut of the schema (the whole
+/// schema if it cannot be cut).
+fn scopes(gateway: &GatewaySchema, model: &ActionModel) -> Vec<Scope> {
+    let scope = |env: RequestEnv, schema: &Arc<Schema>| {
+        let tool = model
+            .tool_of_action(env.action().id().unescaped())?
+            .to_owned();
+        Some(Scope {
+            env,
+            tool,
+            schema: Arc::clone(schema),
+        })
+    };
+    match ToolSchemas::new(gateway, &model.config().target) {
+        Ok(cut) => cut
+            .actions()
+            .filter_map(|action| cut.schema(action).ok().map(Arc::new))
+            .flat_map(|schema| {
+                let envs: Vec<RequestEnv> = schema.request_envs().collect();
+                envs.into_iter().filter_map(move |env| scope(env, &schema))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::debug!(error = %e, "the schema cannot be cut per tool; analysing it whole");
+            let whole = Arc::new(gateway.schema.clone());
+            gateway
+                .schema
+                .request_envs()
+                .filter_map(|env| scope(env, &whole))
+                .collect()
+        }
+    }
 }
 
 impl Scope {
@@ -197,6 +245,7 @@ impl Scope {
 
 struct Ctx<'a> {
     policies: &'a LoadedPolicies,
+    by_id: HashMap<&'a str, &'a LoadedPolicy>,
     schema: &'a Schema,
     model: &'a ActionModel,
     index: &'a PolicyIndex,
@@ -228,7 +277,11 @@ impl Ctx<'_> {
         [&sets.active, &sets.shadow_permits, &sets.shadow_forbids]
             .into_iter()
             .flat_map(PolicySet::policies)
-            .filter_map(|p| self.policies.get(p.id().as_ref()))
+            .filter_map(|p| self.get(p.id().as_ref()))
+    }
+
+    fn get(&self, id: &str) -> Option<&LoadedPolicy> {
+        self.by_id.get(id).copied()
     }
 
     fn finding(&self, kind: FindingKind, policy: &Policy, message: String) -> Finding {
@@ -236,7 +289,7 @@ impl Ctx<'_> {
         Finding {
             kind,
             policy: id.to_owned(),
-            at: self.policies.get(id).map(LoadedPolicy::position),
+            at: self.get(id).map(LoadedPolicy::position),
             message,
             example: None,
         }
@@ -261,8 +314,10 @@ impl Ctx<'_> {
         // Per policy: whether it can match in some environment it applies to.
         let mut can_match: HashMap<String, bool> = HashMap::new();
         let mut undecided: HashMap<String, String> = HashMap::new();
+        let mut complete = true;
         for (done, scope) in self.envs.iter().enumerate() {
             if started.elapsed() > budget.total {
+                complete = false;
                 analysis.notes.push(format!(
                     "semantic analysis stopped after {} s (the budget): {done} of {} request environments analysed",
                     budget.total.as_secs(),
@@ -291,7 +346,7 @@ impl Ctx<'_> {
                 analysis
                     .notes
                     .push(format!("policy `{id}`: could not be fully analysed: {why}"));
-            } else if can_match.get(id) == Some(&false) {
+            } else if complete && can_match.get(id) == Some(&false) {
                 analysis.findings.push(self.ineffective(&loaded.policy));
             }
         }
@@ -312,7 +367,12 @@ impl Ctx<'_> {
         let mut enforced = PolicySet::new();
         for loaded in self.candidates(&scope.tool) {
             let id: &str = loaded.policy.id().as_ref();
-            let matches = match CompiledPolicy::compile(&loaded.policy, &scope.env, self.schema) {
+            if !admits(&loaded.policy, &scope.env) {
+                // Its scope names other principal or resource types: it matches nothing here.
+                can_match.entry(id.to_owned()).or_default();
+                continue;
+            }
+            let matches = match CompiledPolicy::compile(&loaded.policy, &scope.env, &scope.schema) {
                 Ok(compiled) => match cc.check_never_matches_opt(&compiled).await {
                     Ok(never) => Some((!never, compiled)),
                     Err(e) => {
@@ -343,7 +403,7 @@ impl Ctx<'_> {
             // Default deny: nothing here can be allowed, and nothing claims to allow it.
             return Ok(());
         }
-        let set = CompiledPolicySet::compile(&enforced, &scope.env, self.schema)?;
+        let set = CompiledPolicySet::compile(&enforced, &scope.env, &scope.schema)?;
         if cc.check_always_allows_opt(&set).await? {
             let example = cc.check_always_denies_with_counterexample_opt(&set).await?;
             let names = ids(live_permits.iter().map(|(p, _)| *p));
@@ -367,7 +427,7 @@ impl Ctx<'_> {
             let example = cc
                 .check_never_matches_with_counterexample_opt(compiled)
                 .await?;
-            let permit = self.policies.get(permit.id().as_ref());
+            let permit = self.get(permit.id().as_ref());
             let blame: Vec<&Policy> = if live_forbids.is_empty() {
                 live_permits.iter().map(|(p, _)| *p).collect()
             } else {
@@ -461,7 +521,7 @@ impl Ctx<'_> {
         let result = Validator::new(self.schema.clone()).validate(&set, ValidationMode::Strict);
         for warning in result.validation_warnings() {
             if let ValidationWarning::ImpossiblePolicy(w) = warning
-                && let Some(loaded) = self.policies.get(w.policy_id().as_ref())
+                && let Some(loaded) = self.get(w.policy_id().as_ref())
             {
                 analysis.findings.push(self.ineffective(&loaded.policy));
             }
@@ -486,6 +546,22 @@ impl Ctx<'_> {
         };
         principal && resource
     }
+}
+
+/// Whether a policy's principal and resource scope can name the types of `env` (a cheap
+/// filter before compiling; `in` is left to the solver, as a schema may give hierarchies).
+fn admits(policy: &Policy, env: &RequestEnv) -> bool {
+    let principal = match policy.principal_constraint() {
+        PrincipalConstraint::Is(ty) | PrincipalConstraint::IsIn(ty, _) => &ty == env.principal(),
+        PrincipalConstraint::Eq(uid) => uid.type_name() == env.principal(),
+        _ => true,
+    };
+    let resource = match policy.resource_constraint() {
+        ResourceConstraint::Is(ty) | ResourceConstraint::IsIn(ty, _) => &ty == env.resource(),
+        ResourceConstraint::Eq(uid) => uid.type_name() == env.resource(),
+        _ => true,
+    };
+    principal && resource
 }
 
 fn ids<'p>(policies: impl Iterator<Item = &'p Policy>) -> String {
