@@ -36,10 +36,9 @@ command -v cargo >/dev/null || fail "cargo not found: install the Rust toolchain
 missing=()
 for tool in curl openssl perl jq cvc5; do command -v "$tool" >/dev/null || missing+=("$tool"); done
 if [ "${#missing[@]}" -gt 0 ]; then
-    command -v apt-get >/dev/null || fail "missing ${missing[*]} and no apt-get to install them"
     step "installing ${missing[*]} (apt-get)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    source "$root/scripts/lib/apt.sh"
+    apt_install "${missing[@]}" || fail "apt-get install ${missing[*]} failed"
 fi
 
 # --- ports --------------------------------------------------------------------------------
@@ -58,16 +57,11 @@ bin="$target/release"
 
 # --- processes ----------------------------------------------------------------------------
 run="$(mktemp -d "${TMPDIR:-/tmp}/mcp-policy-demo.XXXXXX")"
-pids=()
+source "$root/scripts/lib/processes.sh"
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_processes
     rm -rf "$run"
     exit "$status"
 }

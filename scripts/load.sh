@@ -53,7 +53,6 @@ for tool in wrk nginx curl openssl perl jq; do
     command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || missing+=("$tool")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
-    command -v apt-get >/dev/null || fail "missing ${missing[*]} and no apt-get to install them"
     step "installing ${missing[*]} (apt-get)"
     # Debian starts nginx on port 80 when it is installed, unless policy-rc.d says no.
     added_policy_rc=false
@@ -61,8 +60,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d
         added_policy_rc=true
     fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    source "$root/scripts/lib/apt.sh"
+    apt_install "${missing[@]}" \
         || { "$added_policy_rc" && rm -f /usr/sbin/policy-rc.d; fail "apt-get install ${missing[*]} failed"; }
     "$added_policy_rc" && rm -f /usr/sbin/policy-rc.d
 fi
@@ -76,16 +75,11 @@ bin="$target/release"
 
 # --- process handling ---------------------------------------------------------------------
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/mcp-policy-load.XXXXXX")"
-pids=()
+source "$root/scripts/lib/processes.sh"
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
+    stop_processes
     rm -rf "$tmp"
     exit "$status"
 }

@@ -7,10 +7,8 @@ cd "$(dirname "$0")/.."
 # The semantic policy analysis proves its findings with the cvc5 SMT solver (Debian package).
 if ! command -v cvc5 >/dev/null 2>&1 && [ -z "${CVC5:-}" ]; then
     echo "== installing cvc5 (apt-get)"
-    sudo_cmd=()
-    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends cvc5 >/dev/null
+    source scripts/lib/apt.sh
+    apt_install cvc5
 fi
 
 echo "== build (binaries the end-to-end tests start)"

@@ -38,10 +38,8 @@ check_toml() { "$venv/bin/python" scripts/check-sidecar-toml.py "$@" || fail "si
 
 if ! command -v kubectl >/dev/null 2>&1; then
     step "installing kubectl (Debian package kubernetes-client)"
-    sudo_cmd=()
-    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-    "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq kubernetes-client >/dev/null
+    source scripts/lib/apt.sh
+    apt_install kubernetes-client || fail "apt-get install kubernetes-client"
 fi
 
 helm="$helm_dir/helm"
