@@ -158,7 +158,9 @@ impl Inputs {
     fn findings(&self, policies: &LoadedPolicies) -> Vec<Finding> {
         self.schema
             .as_ref()
-            .map(|s| validate::validate(policies, &s.schema))
+            .map(|s| {
+                validate::validate(policies, s, &ActionModel::new(self.model.clone())).findings
+            })
             .unwrap_or_default()
     }
 }
@@ -181,17 +183,19 @@ impl Check {
         let Some(schema) = &self.schema else {
             return Report::default();
         };
-        let findings = validate::validate(policies, &schema.schema);
-        if !findings.is_empty() || self.validation != Validation::FailOnAnyFindings {
+        let model = ActionModel::new(self.model.clone());
+        let validated = validate::validate(policies, schema, &model);
+        if !validated.findings.is_empty() || self.validation != Validation::FailOnAnyFindings {
             return Report {
-                findings,
+                findings: validated.findings,
                 ..Report::default()
             };
         }
         let analysis = analyze::analyze(
             policies,
             schema,
-            &ActionModel::new(self.model.clone()),
+            &validated.impossible,
+            &model,
             &self.catalog,
             &self.solver,
             self.budget,

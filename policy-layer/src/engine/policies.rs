@@ -60,6 +60,12 @@ pub struct LoadedPolicy {
 }
 
 impl LoadedPolicy {
+    /// The policy's id.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        self.policy.id().as_ref()
+    }
+
     /// Where the policy starts in its source.
     #[must_use]
     pub fn position(&self) -> Position {

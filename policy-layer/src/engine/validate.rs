@@ -2,12 +2,16 @@
 //! unknown action or a missing or ill-typed `context.input` attribute is a finding, with the
 //! policy id, file, line and column.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use cedar_policy::{PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{PolicySet, Schema, ValidationMode, ValidationWarning, Validator};
 use miette::Diagnostic;
 
-use super::policies::{LoadedPolicies, Position};
+use super::index::PolicyIndex;
+use super::policies::{LoadedPolicies, LoadedPolicy, Position};
+use crate::model::schema::GatewaySchema;
+use crate::model::{ActionModel, ToolCatalog};
 
 /// What kind of finding: a schema error, or one of AgentCore's semantic findings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -100,13 +104,116 @@ impl fmt::Display for Refused {
     }
 }
 
-/// Validates every policy (enforced and shadow) against `schema` in strict mode.
+/// What Cedar's validator says of a policy set.
+#[derive(Debug, Clone, Default)]
+pub struct Validated {
+    /// Schema findings, sorted.
+    pub findings: Vec<Finding>,
+    /// Policies the type checker finds impossible (they can match nothing).
+    pub impossible: BTreeSet<String>,
+}
+
+/// Validates every policy (enforced and shadow) against the gateway's schema in strict mode.
+///
+/// Cedar's validator takes time in the size of the schema for every policy, so with thousands
+/// of tools it is quadratic. Each tool's policies are therefore checked against that tool's cut
+/// of the schema (`ToolSchemas`); whatever a cut flags, and whatever names no tool, is checked
+/// again against the whole schema, which alone decides the findings.
 #[must_use]
-pub fn validate(policies: &LoadedPolicies, schema: &Schema) -> Vec<Finding> {
+pub fn validate(
+    policies: &LoadedPolicies,
+    gateway: &GatewaySchema,
+    model: &ActionModel,
+) -> Validated {
+    let Ok(cut) = gateway.per_tool(&model.config().target) else {
+        return whole(policies, &gateway.schema, policies.policies.iter());
+    };
+    let index = PolicyIndex::build(policies, model, &ToolCatalog::default());
+    let by_id: HashMap<&str, &LoadedPolicy> =
+        policies.policies.iter().map(|p| (p.id(), p)).collect();
+    let id_of = |id: &cedar_policy::PolicyId| by_id.get(AsRef::<str>::as_ref(id)).map(|p| p.id());
+    let mut clean: HashSet<&str> = HashSet::new();
+    let mut flagged: HashSet<&str> = HashSet::new();
+    // Per policy: in how many cuts it was checked, and in how many it was impossible.
+    let mut impossible: HashMap<&str, (usize, usize)> = HashMap::new();
+    for action in cut.actions() {
+        let Some(tool) = model.tool_of_action(action) else {
+            continue;
+        };
+        let sets = index.for_tool(tool);
+        let mut set = PolicySet::new();
+        for policy in [&sets.active, &sets.shadow_permits, &sets.shadow_forbids]
+            .into_iter()
+            .flat_map(PolicySet::policies)
+        {
+            let _ = set.add(policy.clone());
+        }
+        if set.is_empty() {
+            continue;
+        }
+        let Ok(schema) = cut.schema(action) else {
+            return whole(policies, &gateway.schema, policies.policies.iter());
+        };
+        let result = Validator::new(schema).validate(&set, ValidationMode::Strict);
+        for error in result.validation_errors() {
+            if let Some(id) = id_of(error.policy_id()) {
+                flagged.insert(id);
+            }
+        }
+        for policy in set.policies() {
+            if let Some(id) = id_of(policy.id()) {
+                clean.insert(id);
+                impossible.entry(id).or_default().0 += 1;
+            }
+        }
+        for warning in result.validation_warnings() {
+            if let ValidationWarning::ImpossiblePolicy(w) = warning
+                && let Some(id) = id_of(w.policy_id())
+            {
+                impossible.entry(id).or_default().1 += 1;
+            }
+        }
+    }
+    let again = policies
+        .policies
+        .iter()
+        .filter(|p| flagged.contains(p.id()) || !clean.contains(p.id()));
+    let mut validated = whole(policies, &gateway.schema, again);
+    validated.impossible.extend(
+        impossible
+            .into_iter()
+            .filter(|(id, (checked, never))| checked == never && !flagged.contains(id))
+            .map(|(id, _)| id.to_owned()),
+    );
+    // A policy that does not fit the schema is a finding already, not also an impossible one.
+    let found: HashSet<&str> = validated
+        .findings
+        .iter()
+        .map(|f| f.policy.as_str())
+        .collect();
+    let impossible = validated
+        .impossible
+        .iter()
+        .filter(|id| !found.contains(id.as_str()))
+        .cloned()
+        .collect();
+    validated.impossible = impossible;
+    validated
+}
+
+/// Validates `which` of `policies` against the whole `schema`.
+fn whole<'p>(
+    policies: &LoadedPolicies,
+    schema: &Schema,
+    which: impl Iterator<Item = &'p LoadedPolicy>,
+) -> Validated {
     let mut set = PolicySet::new();
-    for loaded in &policies.policies {
+    for loaded in which {
         // Ids are unique (checked at load).
         let _ = set.add(loaded.policy.clone());
+    }
+    if set.is_empty() {
+        return Validated::default();
     }
     let result = Validator::new(schema.clone()).validate(&set, ValidationMode::Strict);
     let mut findings: Vec<Finding> = result
@@ -127,5 +234,67 @@ pub fn validate(policies: &LoadedPolicies, schema: &Schema) -> Vec<Finding> {
         })
         .collect();
     findings.sort_by_key(ToString::to_string);
-    findings
+    let impossible = result
+        .validation_warnings()
+        .filter_map(|warning| match warning {
+            ValidationWarning::ImpossiblePolicy(w) => {
+                Some(AsRef::<str>::as_ref(w.policy_id()).to_owned())
+            }
+            _ => None,
+        })
+        .collect();
+    Validated {
+        findings,
+        impossible,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::policies::{PolicySource, load};
+    use crate::model::ModelConfig;
+
+    #[test]
+    fn checking_per_tool_finds_what_the_whole_schema_finds() {
+        let model = ActionModel::new(ModelConfig {
+            target: "RefundTool".into(),
+            ..ModelConfig::default()
+        });
+        let catalog = ToolCatalog::from_list(&json!({"tools": [
+            {"name": "process_refund", "inputSchema": {"type": "object", "properties": {
+                "amount": {"type": "number"}}, "required": ["amount"]}},
+            {"name": "get_order", "inputSchema": {"type": "object", "properties": {
+                "order_id": {"type": "string"}}, "required": ["order_id"]}},
+            {"name": "update_order", "inputSchema": {"type": "object", "properties": {
+                "order_id": {"type": "string"}}, "required": ["order_id"]}}
+        ]}));
+        let gateway = GatewaySchema::generate(model.config(), &catalog).expect("schema");
+        let text = r#"
+@id("two_tools")
+permit(principal, action in [AgentCore::Action::"RefundTool___get_order", AgentCore::Action::"RefundTool___update_order"], resource)
+when { context.input.order_id like "ORD-*" };
+@id("group_reads_amount")
+permit(principal, action in AgentCore::Action::"RefundTool", resource)
+when { context.input.amount.lessThan(decimal("10.0")) };
+@id("typo")
+permit(principal, action == AgentCore::Action::"RefundTool___get_ordr", resource);
+@id("never")
+forbid(principal, action == AgentCore::Action::"RefundTool___get_order", resource) when { false };
+@id("fine")
+permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amount.lessThan(decimal("10.0")) };
+"#;
+        let policies = load(&[PolicySource::new("p.cedar", text)]).expect("parses");
+        let cut = validate(&policies, &gateway, &model);
+        let all = whole(&policies, &gateway.schema, policies.policies.iter());
+        assert_eq!(cut.findings, all.findings);
+        let flagged: BTreeSet<&str> = cut.findings.iter().map(|f| f.policy.as_str()).collect();
+        assert_eq!(flagged, BTreeSet::from(["group_reads_amount", "typo"]));
+        // `typo` is impossible too, but it is reported as the schema finding it is.
+        assert_eq!(cut.impossible, BTreeSet::from(["never".to_owned()]));
+        assert!(all.impossible.contains("never"));
+    }
 }

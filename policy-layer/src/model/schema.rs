@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::OnceLock;
 
 use cedar_policy::{Schema, SchemaFragment};
 use cedar_policy_mcp_schema_generator::{SchemaGenerator, SchemaGeneratorConfig};
@@ -29,6 +30,8 @@ pub struct GatewaySchema {
     pub schema: Schema,
     /// The schema in Cedar schema syntax.
     pub text: String,
+    /// Its cut per tool, made at first use (see [`ToolSchemas`]).
+    cut: OnceLock<Result<ToolSchemas, SchemaError>>,
 }
 
 impl GatewaySchema {
@@ -41,6 +44,7 @@ impl GatewaySchema {
         Ok(Self {
             schema,
             text: text.to_owned(),
+            cut: OnceLock::new(),
         })
     }
 
@@ -88,7 +92,11 @@ impl GatewaySchema {
             .collect();
         if extra_groups.is_empty() {
             let (schema, _warnings) = Schema::from_cedarschema_str(&text).map_err(schema_err)?;
-            return Ok(Self { schema, text });
+            return Ok(Self {
+                schema,
+                text,
+                cut: OnceLock::new(),
+            });
         }
         // The generator puts each tool in the target only; add the extra group memberships.
         let (fragment, _warnings) =
@@ -118,7 +126,22 @@ impl GatewaySchema {
             .ok()
             .and_then(|f| f.to_cedarschema().ok())
             .unwrap_or(text);
-        Ok(Self { schema, text })
+        Ok(Self {
+            schema,
+            text,
+            cut: OnceLock::new(),
+        })
+    }
+
+    /// The schema cut per tool of `target` (cut once, on first use).
+    ///
+    /// # Errors
+    /// [`SchemaError`] when the schema cannot be cut.
+    pub fn per_tool(&self, target: &str) -> Result<&ToolSchemas, SchemaError> {
+        self.cut
+            .get_or_init(|| ToolSchemas::new(self, target))
+            .as_ref()
+            .map_err(Clone::clone)
     }
 }
 
@@ -129,10 +152,12 @@ impl GatewaySchema {
 /// needs that tool's action, so each tool gets a schema of its own.
 #[derive(Debug, Clone)]
 pub struct ToolSchemas {
-    /// The schema in JSON form without any tool's action.
+    /// The schema in JSON form without any tool's action or input types.
     common: Value,
     /// Action name -> (namespace, action JSON).
     actions: BTreeMap<String, (String, Value)>,
+    /// The tools' own common types (`<target>___<tool>Input`, ...): name -> (namespace, JSON).
+    types: BTreeMap<String, (String, Value)>,
 }
 
 impl ToolSchemas {
@@ -145,25 +170,30 @@ impl ToolSchemas {
             SchemaFragment::from_cedarschema_str(&schema.text).map_err(schema_err)?;
         let mut common = fragment.to_json_value().map_err(schema_err)?;
         let prefix = format!("{target}{ACTION_SEPARATOR}");
-        let mut actions = BTreeMap::new();
+        let (mut actions, mut types) = (BTreeMap::new(), BTreeMap::new());
         if let Some(namespaces) = common.as_object_mut() {
             for (namespace, body) in namespaces {
-                let Some(all) = body.get_mut("actions").and_then(Value::as_object_mut) else {
-                    continue;
-                };
-                let tools: Vec<String> = all
-                    .keys()
-                    .filter(|name| name.starts_with(&prefix))
-                    .cloned()
-                    .collect();
-                for name in tools {
-                    if let Some(action) = all.remove(&name) {
-                        actions.insert(name, (namespace.clone(), action));
+                for (section, out) in [("actions", &mut actions), ("commonTypes", &mut types)] {
+                    if let Some(all) = body.get_mut(section).and_then(Value::as_object_mut) {
+                        let tools: Vec<String> = all
+                            .keys()
+                            .filter(|name| name.starts_with(&prefix))
+                            .cloned()
+                            .collect();
+                        for name in tools {
+                            if let Some(item) = all.remove(&name) {
+                                out.insert(name, (namespace.clone(), item));
+                            }
+                        }
                     }
                 }
             }
         }
-        Ok(Self { common, actions })
+        Ok(Self {
+            common,
+            actions,
+            types,
+        })
     }
 
     /// The tools' action names, sorted.
@@ -181,14 +211,28 @@ impl ToolSchemas {
             .get(name)
             .ok_or_else(|| SchemaError(format!("no action `{name}` in the schema")))?;
         let mut json = self.common.clone();
-        if let Some(actions) = json
-            .get_mut(namespace)
-            .and_then(|ns| ns.get_mut("actions"))
-            .and_then(Value::as_object_mut)
+        insert(&mut json, namespace, "actions", name, action);
+        // The types named after the action (its input record and what that nests).
+        for (type_name, (namespace, ty)) in self
+            .types
+            .range(name.to_owned()..)
+            .take_while(|(type_name, _)| type_name.starts_with(name))
         {
-            actions.insert(name.to_owned(), action.clone());
+            insert(&mut json, namespace, "commonTypes", type_name, ty);
         }
         Schema::from_json_value(json).map_err(schema_err)
+    }
+}
+
+/// Puts `item` as `name` into `section` of `namespace` in a JSON schema.
+fn insert(json: &mut Value, namespace: &str, section: &str, name: &str, item: &Value) {
+    if let Some(map) = json
+        .get_mut(namespace)
+        .and_then(Value::as_object_mut)
+        .map(|ns| ns.entry(section).or_insert_with(|| json!({})))
+        .and_then(Value::as_object_mut)
+    {
+        map.insert(name.to_owned(), item.clone());
     }
 }
 

@@ -23,7 +23,7 @@
 
 mod example;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -31,7 +31,6 @@ use std::time::{Duration, Instant};
 
 use cedar_policy::{
     Effect, Policy, PolicySet, PrincipalConstraint, RequestEnv, ResourceConstraint, Schema,
-    ValidationMode, ValidationWarning, Validator,
 };
 use cedar_policy_symcc::solver::LocalSolver;
 use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet};
@@ -39,7 +38,7 @@ use cedar_policy_symcc::{CedarSymCompiler, CompiledPolicy, CompiledPolicySet};
 use super::index::PolicyIndex;
 use super::policies::{Enforcement, LoadedPolicies, LoadedPolicy};
 use super::validate::{Finding, FindingKind};
-use crate::model::schema::{GatewaySchema, ToolSchemas};
+use crate::model::schema::GatewaySchema;
 use crate::model::{ActionModel, ToolCatalog};
 use example::{Replay, Shows};
 
@@ -119,13 +118,15 @@ pub struct Analysis {
     pub summary: String,
 }
 
-/// Analyses `policies` against the gateway's schema; `catalog` types the arguments of the
+/// Analyses `policies` against the gateway's schema; `impossible` are the policies Cedar's
+/// type checker found impossible (see `validate`), `catalog` types the arguments of the
 /// examples (as it types calls). Runs the solver on a thread of its own, so it may be called from inside an
 /// async runtime (it blocks the caller until done).
 #[must_use]
 pub fn analyze(
     policies: &LoadedPolicies,
     gateway: &GatewaySchema,
+    impossible: &BTreeSet<String>,
     model: &ActionModel,
     catalog: &Arc<ToolCatalog>,
     solver: &Solver,
@@ -138,11 +139,10 @@ pub fn analyze(
         .iter()
         .map(|p| (AsRef::<str>::as_ref(p.policy.id()), p))
         .collect();
-    let schema = &gateway.schema;
     let ctx = Ctx {
         policies,
         by_id,
-        schema,
+        impossible,
         model,
         index: &index,
         envs: &envs,
@@ -211,7 +211,7 @@ fn scopes(gateway: &GatewaySchema, model: &ActionModel) -> Vec<Scope> {
             schema: Arc::clone(schema),
         })
     };
-    match ToolSchemas::new(gateway, &model.config().target) {
+    match gateway.per_tool(&model.config().target) {
         Ok(cut) => cut
             .actions()
             .filter_map(|action| cut.schema(action).ok().map(Arc::new))
@@ -246,7 +246,7 @@ impl Scope {
 struct Ctx<'a> {
     policies: &'a LoadedPolicies,
     by_id: HashMap<&'a str, &'a LoadedPolicy>,
-    schema: &'a Schema,
+    impossible: &'a BTreeSet<String>,
     model: &'a ActionModel,
     index: &'a PolicyIndex,
     envs: &'a [Scope],
@@ -365,6 +365,7 @@ impl Ctx<'_> {
         let mut live_permits: Vec<(&Policy, CompiledPolicy)> = Vec::new();
         let mut live_forbids: Vec<&Policy> = Vec::new();
         let mut enforced = PolicySet::new();
+        let mut unknown: Option<&str> = None;
         for loaded in self.candidates(&scope.tool) {
             let id: &str = loaded.policy.id().as_ref();
             if !admits(&loaded.policy, &scope.env) {
@@ -386,6 +387,8 @@ impl Ctx<'_> {
                 }
             };
             let Some((matches, compiled)) = matches else {
+                // Without it, what the set allows here is unknown.
+                unknown.get_or_insert(id);
                 continue;
             };
             *can_match.entry(id.to_owned()).or_default() |= matches;
@@ -399,6 +402,11 @@ impl Ctx<'_> {
                 _ => {}
             }
         }
+        if let Some(id) = unknown {
+            return Err(Undecided(format!(
+                "policy `{id}` could not be analysed here, so neither can the set"
+            )));
+        }
         if live_permits.is_empty() {
             // Default deny: nothing here can be allowed, and nothing claims to allow it.
             return Ok(());
@@ -407,6 +415,9 @@ impl Ctx<'_> {
         if cc.check_always_allows_opt(&set).await? {
             let example = cc.check_always_denies_with_counterexample_opt(&set).await?;
             let names = ids(live_permits.iter().map(|(p, _)| *p));
+            let case = example
+                .as_ref()
+                .and_then(|env| self.replay().case(env, &Shows::Allowed));
             for (permit, _) in &live_permits {
                 let mut finding = self.finding(
                     FindingKind::OverlyPermissive,
@@ -416,9 +427,7 @@ impl Ctx<'_> {
                         scope.describe()
                     ),
                 );
-                finding.example = example
-                    .as_ref()
-                    .and_then(|env| self.replay().case(env, &Shows::Allowed));
+                finding.example.clone_from(&case);
                 analysis.findings.push(finding);
             }
         } else if cc.check_always_denies_opt(&set).await? {
@@ -434,6 +443,10 @@ impl Ctx<'_> {
                 live_forbids
             };
             let names = ids(blame.iter().copied());
+            let case = example
+                .as_ref()
+                .zip(permit)
+                .and_then(|(env, permit)| self.replay().case(env, &Shows::DeniedDespite(permit)));
             for policy in blame {
                 let mut finding = self.finding(
                     FindingKind::OverlyRestrictive,
@@ -444,9 +457,7 @@ impl Ctx<'_> {
                         ids(live_permits.iter().map(|(p, _)| *p)),
                     ),
                 );
-                finding.example = example.as_ref().zip(permit).and_then(|(env, permit)| {
-                    self.replay().case(env, &Shows::DeniedDespite(permit))
-                });
+                finding.example.clone_from(&case);
                 analysis.findings.push(finding);
             }
         }
@@ -514,15 +525,8 @@ impl Ctx<'_> {
                 }
             }
         }
-        let mut set = PolicySet::new();
-        for loaded in &self.policies.policies {
-            let _ = set.add(loaded.policy.clone());
-        }
-        let result = Validator::new(self.schema.clone()).validate(&set, ValidationMode::Strict);
-        for warning in result.validation_warnings() {
-            if let ValidationWarning::ImpossiblePolicy(w) = warning
-                && let Some(loaded) = self.get(w.policy_id().as_ref())
-            {
+        for id in self.impossible {
+            if let Some(loaded) = self.get(id) {
                 analysis.findings.push(self.ineffective(&loaded.policy));
             }
         }
