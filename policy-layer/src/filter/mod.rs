@@ -44,6 +44,32 @@ impl std::fmt::Debug for Rewrite {
     }
 }
 
+/// A rewrite for the fuzz targets in `fuzz/`, which cannot set the crate's own fields: lists
+/// filtered by `snapshot` for an anonymous caller under default settings. Compiled only under
+/// `cfg(fuzzing)`, which `cargo fuzz` sets.
+#[cfg(fuzzing)]
+impl Rewrite {
+    /// Pending `list_ids`, `local_answers` to send first, and the policies to filter with.
+    #[must_use]
+    pub fn for_fuzzing(
+        list_ids: Vec<Value>,
+        local_answers: Vec<String>,
+        snapshot: Option<Arc<Snapshot>>,
+    ) -> Self {
+        Self {
+            list_ids,
+            local_answers,
+            batch: false,
+            marked: false,
+            snapshot,
+            identity: Arc::new(Identity::anonymous()),
+            settings: Arc::new(Settings::default()),
+            observer: Arc::new(crate::record::NoObserver),
+            span: tracing::Span::none(),
+        }
+    }
+}
+
 impl Rewrite {
     /// Whether anything needs rewriting.
     #[must_use]
