@@ -44,6 +44,32 @@ impl std::fmt::Debug for Rewrite {
     }
 }
 
+/// A rewrite for the fuzz targets in `fuzz/`, which cannot set the crate's own fields: lists
+/// filtered by `snapshot` for an anonymous caller under default settings. Compiled only under
+/// `cfg(fuzzing)`, which `cargo fuzz` sets.
+#[cfg(fuzzing)]
+impl Rewrite {
+    /// Pending `list_ids`, `local_answers` to send first, and the policies to filter with.
+    #[must_use]
+    pub fn for_fuzzing(
+        list_ids: Vec<Value>,
+        local_answers: Vec<String>,
+        snapshot: Option<Arc<Snapshot>>,
+    ) -> Self {
+        Self {
+            list_ids,
+            local_answers,
+            batch: false,
+            marked: false,
+            snapshot,
+            identity: Arc::new(Identity::anonymous()),
+            settings: Arc::new(Settings::default()),
+            observer: Arc::new(crate::record::NoObserver),
+            span: tracing::Span::none(),
+        }
+    }
+}
+
 impl Rewrite {
     /// Whether anything needs rewriting.
     #[must_use]
@@ -51,8 +77,9 @@ impl Rewrite {
         !self.list_ids.is_empty() || !self.local_answers.is_empty()
     }
 
-    /// Rewrites one upstream JSON-RPC message (as text) if it answers a pending list.
-    /// Returns `None` when the message passes unchanged.
+    /// Rewrites one upstream JSON-RPC message (as text) if a client could take it for the
+    /// answer to a pending list; a batch (an array, which MCP 2025-03-26 allowed in an SSE
+    /// event) element by element. Returns `None` when the message passes unchanged.
     pub fn message(&mut self, text: &str) -> Option<String> {
         if self.list_ids.is_empty() {
             return None;
@@ -60,11 +87,42 @@ impl Rewrite {
         let Ok(mut value) = serde_json::from_str::<Value>(text) else {
             return Some(self.fail_pending());
         };
-        let pos = value
-            .get("id")
-            .and_then(|id| self.list_ids.iter().position(|l| l == id))?;
-        let id = self.list_ids.swap_remove(pos);
-        Some(self.filter_list(id, &mut value))
+        let Value::Array(items) = &mut value else {
+            return self.answer(&mut value);
+        };
+        let mut changed = false;
+        let items: Vec<String> = items
+            .iter_mut()
+            .map(|item| {
+                self.answer(item)
+                    .inspect(|_| changed = true)
+                    .unwrap_or_else(|| item.to_string())
+            })
+            .collect();
+        changed.then(|| format!("[{}]", items.join(",")))
+    }
+
+    /// Filters `message` if a client could take it for the answer to a pending list. Only a
+    /// response (`result` or `error`, no `method`) with the list's own id settles the list: a
+    /// server's request that happens to reuse the id (`ping`, sampling) never does. A reply a
+    /// client might still match (`1.0` for `1`, or a `method` beside a `result`) is filtered
+    /// as well, but the list stays pending.
+    fn answer(&mut self, message: &mut Value) -> Option<String> {
+        if message.get("result").is_none() && message.get("error").is_none() {
+            return None;
+        }
+        let id = message.get("id")?;
+        let exact = message
+            .get("method")
+            .is_none()
+            .then(|| self.list_ids.iter().position(|l| l == id))
+            .flatten();
+        if let Some(pos) = exact {
+            let id = self.list_ids.swap_remove(pos);
+            return Some(self.filter_list(id, message));
+        }
+        let id = self.list_ids.iter().find(|l| same_id(l, id))?.clone();
+        Some(self.filter_list(id, message))
     }
 
     /// Rewrites a whole JSON body (one message or a batch) and merges the local answers.
@@ -217,5 +275,14 @@ impl Rewrite {
             error,
             latency,
         });
+    }
+}
+
+/// Whether a client could match reply id `b` to request id `a`: JavaScript (and Python)
+/// compare numbers by value, so `1.0` answers `1`.
+fn same_id(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
     }
 }

@@ -5,7 +5,7 @@
 //! Hand-written rather than an SSE crate's parser, because passing foreign events through
 //! byte-exact needs the raw event text, which parsers discard.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 
 use super::Rewrite;
 
@@ -16,6 +16,8 @@ pub struct SseRewriter {
     buf: BytesMut,
     max_event_bytes: usize,
     started: bool,
+    /// Whether anything went downstream yet: a client skips a byte order mark only there.
+    sent: bool,
 }
 
 /// The upstream sent an event too large to decode while a list was pending.
@@ -32,6 +34,7 @@ impl SseRewriter {
             buf: BytesMut::new(),
             max_event_bytes,
             started: false,
+            sent: false,
         }
     }
 
@@ -42,8 +45,10 @@ impl SseRewriter {
     /// Takes one upstream chunk; returns what to send now (possibly nothing).
     ///
     /// # Errors
-    /// [`EventTooLarge`] when an incomplete event grows past the limit while a list is
-    /// pending; the pending lists have then been answered with the failure in `out`.
+    /// [`EventTooLarge`] when an event, with the blank line that ends it, is longer than the
+    /// limit while a list is pending (an incomplete one as soon as it cannot fit, so the
+    /// outcome does not depend on how the stream is split into chunks); the pending lists
+    /// have then been answered with the failure in `out`.
     pub fn feed(&mut self, chunk: Bytes) -> Result<Bytes, (Bytes, EventTooLarge)> {
         let mut out = self.start();
         if !self.pending() && self.buf.is_empty() {
@@ -53,22 +58,30 @@ impl SseRewriter {
         self.buf.extend_from_slice(&chunk);
         while let Some((end, sep)) = find_boundary(&self.buf) {
             let event = self.buf.split_to(end + sep).freeze();
-            if self.pending() {
-                self.event(&event[..end], &event[end..], &mut out);
-            } else {
+            if !self.pending() {
                 out.extend_from_slice(&event);
+            } else if event.len() > self.max_event_bytes {
+                return Err(self.too_large(out));
+            } else {
+                self.event(&event[..end], &event[end..], &mut out);
             }
         }
         if !self.pending() {
             out.extend_from_slice(&self.buf);
             self.buf.clear();
-        } else if self.buf.len() > self.max_event_bytes {
-            let failure = self.rewrite.fail_pending();
-            push_event(&mut out, &[], &failure, b"\n\n");
-            self.buf.clear();
-            return Err((out.freeze(), EventTooLarge(self.max_event_bytes)));
+        } else if !self.buf.is_empty() && self.buf.len() >= self.max_event_bytes {
+            // Incomplete: with at least one more byte to end it, it cannot fit.
+            return Err(self.too_large(out));
         }
         Ok(out.freeze())
+    }
+
+    /// Answers the pending lists with the failure and drops what is buffered.
+    fn too_large(&mut self, mut out: BytesMut) -> (Bytes, EventTooLarge) {
+        let failure = self.rewrite.fail_pending();
+        push_event(&mut out, &[], &failure, b"\n\n");
+        self.buf.clear();
+        (out.freeze(), EventTooLarge(self.max_event_bytes))
     }
 
     /// The stream ended: flush what is left; lists still pending fail closed.
@@ -97,17 +110,25 @@ impl SseRewriter {
             self.started = true;
             for answer in std::mem::take(&mut self.rewrite.local_answers) {
                 push_event(&mut out, &[b"event: message"], &answer, b"\n\n");
+                self.sent = true;
             }
         }
         out
     }
 
+    /// Reads one event as a client would (WHATWG event-stream rules) and writes it, with the
+    /// list answer in it filtered, or as it came.
     fn event(&mut self, event: &[u8], sep: &[u8], out: &mut BytesMut) {
+        let text = if self.sent || !out.is_empty() {
+            event
+        } else {
+            event.strip_prefix(BOM).unwrap_or(event)
+        };
+        self.sent = true;
         let mut data = String::new();
         let mut others: Vec<&[u8]> = Vec::new();
         let mut has_data = false;
-        for line in event.split(|b| *b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
+        for line in lines(text) {
             if let Some(value) = line.strip_prefix(b"data:") {
                 let value = value.strip_prefix(b" ").unwrap_or(value);
                 if has_data {
@@ -124,18 +145,16 @@ impl SseRewriter {
                 others.push(line);
             }
         }
+        // The stream ended inside this event (`finish`): end it here, or the failure that
+        // follows for a list still pending would run into its last line and be lost.
+        let sep = if sep.is_empty() { b"\n\n" } else { sep };
         if !has_data || data.trim().is_empty() {
             out.extend_from_slice(event);
             out.extend_from_slice(sep);
             return;
         }
         match self.rewrite.message(&data) {
-            Some(rewritten) => push_event(
-                out,
-                &others,
-                &rewritten,
-                if sep.is_empty() { b"\n\n" } else { sep },
-            ),
+            Some(rewritten) => push_event(out, &others, &rewritten, sep),
             None => {
                 out.extend_from_slice(event);
                 out.extend_from_slice(sep);
@@ -154,22 +173,61 @@ fn push_event(out: &mut BytesMut, others: &[&[u8]], data: &str, sep: &[u8]) {
     out.extend_from_slice(sep);
 }
 
-/// The end of the first complete event and the length of its blank-line separator.
-fn find_boundary(buf: &BytesMut) -> Option<(usize, usize)> {
-    let bytes = buf.chunk();
+/// A UTF-8 byte order mark, which a client skips at the start of the stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A line ending at the start of `bytes`: CRLF, LF or CR (WHATWG event-stream rules).
+enum Ending {
+    /// None here.
+    No,
+    /// One of this many bytes.
+    Len(usize),
+    /// A CR that ends the buffer: the first half of a CRLF, or a line ending of its own.
+    Undecided,
+}
+
+fn ending(bytes: &[u8]) -> Ending {
+    match bytes {
+        [b'\n', ..] => Ending::Len(1),
+        [b'\r', b'\n', ..] => Ending::Len(2),
+        [b'\r'] => Ending::Undecided,
+        [b'\r', ..] => Ending::Len(1),
+        _ => Ending::No,
+    }
+}
+
+/// The end of the first complete event and the length of its separator: the line ending of
+/// its last line and the empty line after it. `None` while the buffer holds no complete event,
+/// or while its separator depends on a byte still to come (a trailing CR).
+fn find_boundary(bytes: &[u8]) -> Option<(usize, usize)> {
     let mut i = 0;
-    while i + 1 < bytes.len() {
-        if bytes[i] == b'\n' {
-            if bytes[i + 1] == b'\n' {
-                return Some((i, 2));
-            }
-            if bytes[i + 1] == b'\r' && bytes.get(i + 2) == Some(&b'\n') {
-                return Some((i, 3));
-            }
+    while i < bytes.len() {
+        match ending(&bytes[i..]) {
+            Ending::No => i += 1,
+            Ending::Undecided => return None,
+            Ending::Len(n) => match ending(&bytes[i + n..]) {
+                Ending::Len(m) => return Some((i, n + m)),
+                Ending::Undecided => return None,
+                Ending::No => i += n,
+            },
         }
-        i += 1;
     }
     None
+}
+
+/// The lines of an event's text; CRLF, LF and CR each end a line.
+fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let Some(i) = text.iter().position(|b| matches!(b, b'\n' | b'\r')) else {
+            rest = None;
+            return Some(text);
+        };
+        let len = if text[i..].starts_with(b"\r\n") { 2 } else { 1 };
+        rest = Some(&text[i + len..]);
+        Some(&text[..i])
+    })
 }
 
 #[cfg(test)]
@@ -260,6 +318,95 @@ mod tests {
             out,
             "event: message\ndata: {\"local\":1}\n\ndata: partial event\n\n"
         );
+    }
+
+    #[test]
+    fn unterminated_last_event_is_ended_before_the_list_failure() {
+        // Found by the `sse` fuzz target: the failure for the unanswered list used to be
+        // appended to the unterminated line, where a client reads it as part of that line.
+        let mut r = rewriter(vec![json!(1)], Vec::new());
+        let out = feed_all(&mut r, &["event: message\n\ndata\"j: "]);
+        assert!(
+            out.starts_with("event: message\n\ndata\"j: \n\ndata: {"),
+            "{out:?}"
+        );
+        assert!(out.contains("failed for list tools"), "{out}");
+    }
+
+    const SECRET_LIST: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"secret"}]}}"#;
+
+    #[test]
+    fn carriage_returns_end_lines_as_for_a_client() {
+        // Found by the `sse` fuzz target: a lone CR ends a line and "\r\r" an event, so a
+        // client read this list while the rewriter saw one line without `data:`.
+        let mut r = rewriter(vec![json!(1)], Vec::new());
+        let out = feed_all(
+            &mut r,
+            &["event: message\rdata: ", SECRET_LIST, "\r\r: next\r\r"],
+        );
+        assert!(!out.contains("secret"), "{out:?}");
+        assert!(
+            out.starts_with("event: message\ndata: {") && out.ends_with("}\r\r: next\r\r"),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn server_request_reusing_a_list_id_leaves_the_list_pending() {
+        // Found by the `sse` fuzz target: any message with the list's id used to settle the
+        // list, so the real answer after it went through unfiltered.
+        let mut r = rewriter(vec![json!(1)], Vec::new());
+        let ping = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\n\n";
+        let out = feed_all(&mut r, &[ping, "data: ", SECRET_LIST, "\n\n"]);
+        assert!(
+            out.starts_with(ping),
+            "the request passes as it came: {out:?}"
+        );
+        assert!(!out.contains("secret"), "{out:?}");
+        assert_eq!(out.matches("failed for list tools").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn list_answers_in_a_batch_event_are_rewritten() {
+        let mut r = rewriter(vec![json!(1)], Vec::new());
+        let out = feed_all(&mut r, &["data: [", SECRET_LIST, "]\n\n"]);
+        assert!(!out.contains("secret"), "{out:?}");
+        assert!(out.starts_with("data: [{"), "{out:?}");
+        assert_eq!(out.matches("failed for list tools").count(), 1, "{out}");
+    }
+
+    #[test]
+    fn reply_id_equal_as_a_number_is_rewritten_too() {
+        let mut r = rewriter(vec![json!(1)], Vec::new());
+        let out = feed_all(
+            &mut r,
+            &["data: ", &SECRET_LIST.replace("1,", "1.0,"), "\n\n"],
+        );
+        assert!(!out.contains("secret"), "{out:?}");
+    }
+
+    #[test]
+    fn byte_order_mark_at_stream_start_is_skipped_as_a_client_does() {
+        let mut r = rewriter(vec![json!(1)], Vec::new());
+        let out = feed_all(&mut r, &["\u{feff}data: ", SECRET_LIST, "\n\n"]);
+        assert!(!out.contains("secret"), "{out:?}");
+    }
+
+    #[test]
+    fn oversized_event_fails_however_the_stream_is_split() {
+        let event = format!("data: {}\n\n", "x".repeat(2048));
+        let mut whole = rewriter(vec![json!(1)], Vec::new());
+        let (out, _) = whole
+            .feed(Bytes::from(event.clone()))
+            .expect_err("too large");
+        let mut split = rewriter(vec![json!(1)], Vec::new());
+        let (first, rest) = event.split_at(1000);
+        let (out_split, _) = split
+            .feed(Bytes::from(first.to_owned()))
+            .and_then(|_| split.feed(Bytes::from(rest.to_owned())))
+            .expect_err("too large");
+        assert_eq!(out, out_split);
+        assert!(String::from_utf8_lossy(&out).contains("failed for list tools"));
     }
 
     #[test]
