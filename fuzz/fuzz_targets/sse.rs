@@ -25,7 +25,7 @@ use policy_layer::model::ModelConfig;
 use serde_json::{Value, json};
 
 const SPLIT: u8 = 0xFF;
-const MAX_EVENT_BYTES: usize = 512;
+const MAX_EVENT_BYTES: usize = 256;
 const LOCAL_ANSWER: &str = r#"{"jsonrpc":"2.0","id":9,"error":{"code":-32002,"message":"denied"}}"#;
 const POLICIES: &str = r#"
 permit(principal, action, resource);
