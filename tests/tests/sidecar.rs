@@ -618,30 +618,14 @@ fn examples_as_cases(out: &str) -> String {
         .collect()
 }
 
-#[test]
-fn validate_proves_semantic_findings_and_their_examples_replay_as_cases() {
-    let ws = Workspace::new();
-    ws.file("tools.json", TOOLS);
-    let file = ws.policy("refund.cedar", PERMISSIVE);
-    let config = ws.config("http://127.0.0.1:9/mcp", "schema = \"tools.json\"");
-    let config = config.to_str().expect("utf8");
-
+/// Runs `validate` (which must refuse the set, with the solver) and then `test` on the examples
+/// it printed, which must `expect` that decision and pass; returns `validate`'s output.
+fn refused_with_replayable_examples(ws: &Workspace, config: &str, expect: &str) -> String {
     let (code, out, err) = sidecar_command(&["validate", "--config", config]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(!out.contains("no SMT solver"), "cvc5 is installed: {out}");
-    assert!(
-        out.contains(&format!(
-            "{}:2:1: policy `open_refunds`: overly permissive: the policies allow every request of AgentCore::",
-            file.display()
-        )),
-        "{out}"
-    );
-    assert!(
-        out.contains("policy `never`: ineffective: this forbid can deny no request"),
-        "{out}"
-    );
     let cases = examples_as_cases(&out);
-    assert!(cases.contains(r#""expect":"ALLOW""#), "{out}");
+    assert!(cases.contains(&format!(r#""expect":"{expect}""#)), "{out}");
     let cases_file = ws.file("examples.yaml", &cases);
     let (code, tested, err) = sidecar_command(&[
         "test",
@@ -653,24 +637,36 @@ fn validate_proves_semantic_findings_and_their_examples_replay_as_cases() {
         code, 0,
         "the solver's examples are real requests: {tested}{err}\n{cases}"
     );
+    out
+}
+
+#[test]
+fn validate_proves_semantic_findings_and_their_examples_replay_as_cases() {
+    let ws = Workspace::new();
+    ws.file("tools.json", TOOLS);
+    let file = ws.policy("refund.cedar", PERMISSIVE);
+    let config = ws.config("http://127.0.0.1:9/mcp", "schema = \"tools.json\"");
+    let config = config.to_str().expect("utf8");
+
+    let out = refused_with_replayable_examples(&ws, config, "ALLOW");
+    assert!(
+        out.contains(&format!(
+            "{}:2:1: policy `open_refunds`: overly permissive: the policies allow every request of AgentCore::",
+            file.display()
+        )),
+        "{out}"
+    );
+    assert!(
+        out.contains("policy `never`: ineffective: this forbid can deny no request"),
+        "{out}"
+    );
 
     ws.policy("refund.cedar", RESTRICTIVE);
-    let (code, out, err) = sidecar_command(&["validate", "--config", config]);
-    assert_eq!(code, 1, "{out}{err}");
+    let out = refused_with_replayable_examples(&ws, config, "DENY");
     assert!(
         out.contains("policy `no_refunds_under_5000`: overly restrictive: the policies deny every request of AgentCore::"),
         "{out}"
     );
-    let cases = examples_as_cases(&out);
-    assert!(cases.contains(r#""expect":"DENY""#), "{out}");
-    let cases_file = ws.file("examples.yaml", &cases);
-    let (code, tested, err) = sidecar_command(&[
-        "test",
-        "--config",
-        config,
-        cases_file.to_str().expect("utf8"),
-    ]);
-    assert_eq!(code, 0, "{tested}{err}\n{cases}");
 
     // IGNORE_ALL_FINDINGS runs the schema checks only, as in AgentCore.
     let ignore = ws.config(
