@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Runs every cargo-fuzz target in fuzz/ for a bounded time, starting from the committed seeds
-# (fuzz/seeds/<target>/, copied to a scratch corpus so the checkout stays clean).
+# Runs every cargo-fuzz target in fuzz/ from the committed seeds (fuzz/seeds/<target>/, copied
+# to a scratch corpus so the checkout stays clean).
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]    default 60; scripts/test.sh runs 30 s each
+#
+# CI's round is short, and no run is reproducible (even with a fixed libFuzzer seed, the
+# paths differ from run to run: hash maps are seeded per process). So a change to the fuzzed
+# code gets long runs here first (scripts/fuzz.sh 1500), and each crash they find becomes a
+# seed in fuzz/seeds/ and a regression test beside the code it fixed.
 #
 # Installs cargo-fuzz from crates.io when it is missing. cargo fuzz passes nightly-only
 # compiler flags; RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them. Exits non-zero on
@@ -42,7 +47,10 @@ for target in "${targets[@]}"; do
   log="$scratch/$target.log"
   if ! cargo fuzz run "${build_flags[@]}" "$target" "$corpus" -- \
       -max_total_time="$seconds" -timeout=10 -print_final_stats=1 >"$log" 2>&1; then
-    tail -n 60 "$log"
+    # The panic message, then the end of the log (stack, input and libFuzzer's summary).
+    grep -A 12 -m 1 panicked "$log" || true
+    echo "..."
+    tail -n 40 "$log"
     artifact="$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)"
     echo "fuzz target $target failed; the input that reproduces it: ${artifact:-(none written, see the log above)}" >&2
     [ -n "$artifact" ] && echo "reproduce with: RUSTC_BOOTSTRAP=1 cargo fuzz run ${build_flags[*]} $target $artifact" >&2

@@ -27,7 +27,7 @@ target/debug/policy-sidecar test --config examples/policies/policy-sidecar.toml 
 echo "== deploy manifests, Helm chart and compose file validate"
 scripts/validate-deploy.sh
 
-echo "== fuzz targets, a short bounded round from the committed seeds (longer: scripts/fuzz.sh 600)"
+echo "== fuzz targets, a short round from the committed seeds (longer: scripts/fuzz.sh 1500)"
 scripts/fuzz.sh 30
 
 echo "== interop with the official Python and TypeScript MCP SDKs"

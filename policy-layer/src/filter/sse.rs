@@ -56,7 +56,11 @@ impl SseRewriter {
             return Ok(out.freeze());
         }
         self.buf.extend_from_slice(&chunk);
-        while let Some((end, sep)) = find_boundary(&self.buf) {
+        let rest = loop {
+            let (end, sep) = match find_boundary(&self.buf) {
+                Boundary::Event { end, sep } => (end, sep),
+                incomplete => break incomplete,
+            };
             let event = self.buf.split_to(end + sep).freeze();
             if !self.pending() {
                 out.extend_from_slice(&event);
@@ -65,12 +69,15 @@ impl SseRewriter {
             } else {
                 self.event(&event[..end], &event[end..], &mut out);
             }
-        }
+        };
         if !self.pending() {
             out.extend_from_slice(&self.buf);
             self.buf.clear();
-        } else if !self.buf.is_empty() && self.buf.len() >= self.max_event_bytes {
-            // Incomplete: with at least one more byte to end it, it cannot fit.
+        } else if self.buf.len() > self.max_event_bytes
+            || (rest == Boundary::Incomplete && self.buf.len() == self.max_event_bytes)
+        {
+            // The shortest event these bytes can start is already too long: as they are, if
+            // they may end one (a final CR), else with at least one more byte.
             return Err(self.too_large(out));
         }
         Ok(out.freeze())
@@ -196,23 +203,35 @@ fn ending(bytes: &[u8]) -> Ending {
     }
 }
 
-/// The end of the first complete event and the length of its separator: the line ending of
-/// its last line and the empty line after it. `None` while the buffer holds no complete event,
-/// or while its separator depends on a byte still to come (a trailing CR).
-fn find_boundary(bytes: &[u8]) -> Option<(usize, usize)> {
+/// Where the first event in a buffer ends, as far as its bytes tell.
+#[derive(Debug, PartialEq, Eq)]
+enum Boundary {
+    /// It ends at `end`, followed by a separator of `sep` bytes: the line ending of its last
+    /// line and the empty line after it.
+    Event { end: usize, sep: usize },
+    /// The buffer ends in a CR that ends the event, unless an LF follows to make the CR part
+    /// of a CRLF: the event is complete as it is, or with one more byte.
+    FinalCr,
+    /// The event needs more bytes (the buffer may be empty).
+    Incomplete,
+}
+
+/// The first complete event in `bytes`; not decided while its separator depends on a byte
+/// still to come.
+fn find_boundary(bytes: &[u8]) -> Boundary {
     let mut i = 0;
     while i < bytes.len() {
         match ending(&bytes[i..]) {
             Ending::No => i += 1,
-            Ending::Undecided => return None,
+            Ending::Undecided => return Boundary::Incomplete,
             Ending::Len(n) => match ending(&bytes[i + n..]) {
-                Ending::Len(m) => return Some((i, n + m)),
-                Ending::Undecided => return None,
+                Ending::Len(m) => return Boundary::Event { end: i, sep: n + m },
+                Ending::Undecided => return Boundary::FinalCr,
                 Ending::No => i += n,
             },
         }
     }
-    None
+    Boundary::Incomplete
 }
 
 /// The lines of an event's text; CRLF, LF and CR each end a line.
@@ -407,6 +426,28 @@ mod tests {
             .expect_err("too large");
         assert_eq!(out, out_split);
         assert!(String::from_utf8_lossy(&out).contains("failed for list tools"));
+    }
+
+    #[test]
+    fn event_of_exactly_the_limit_ending_in_a_final_cr_fits_however_split() {
+        // Found by the `sse` fuzz target: an event of exactly the limit whose separator ends
+        // in a CR at the end of a chunk (`\r\n\r`, complete unless an LF follows) was
+        // refused as too large, while the same bytes in one chunk were not.
+        let head = "data: {\"jsonrpc\":\"2.0\",\"method\":\"note\",\"params\":{\"pad\":\"";
+        let tail = "\"}}\r\n\r";
+        let event = format!("{head}{}{tail}", "x".repeat(1024 - head.len() - tail.len()));
+        assert_eq!(event.len(), 1024);
+        let next = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n";
+        let split = feed_all(&mut rewriter(vec![json!(1)], Vec::new()), &[&event, next]);
+        let whole = feed_all(
+            &mut rewriter(vec![json!(1)], Vec::new()),
+            &[&format!("{event}{next}")],
+        );
+        assert_eq!(split, whole);
+        assert!(
+            split.starts_with(&event),
+            "the event passes as it came: {split:?}"
+        );
     }
 
     #[test]
