@@ -2,22 +2,26 @@
 //! decision and tools/list filtering, and the [`DecisionObserver`] that feeds it and the
 //! metrics.
 //!
-//! Lines are handed to a writer thread through a bounded queue, so a slow stdout never delays
-//! a request; when the queue is full a line is dropped and counted in the next line written.
+//! Each line is serialized straight into a shared buffer (no intermediate JSON value, no
+//! allocation per line once the buffer has grown) that a writer thread of its own empties to
+//! stdout, so a slow stdout never delays a request. The writer is woken only when the buffer
+//! goes from empty to not empty: under load, lines pile up while it writes, and it writes them
+//! with one call. When the buffer is full a line is dropped and counted in the next line
+//! written; at shutdown, [`DecisionLog::close`] writes what is left.
 
 use std::io::Write;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use policy_layer::{CallRecord, DecisionObserver, ListRecord};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::metrics::Metrics;
 
-/// Lines waiting for the writer thread at most.
-pub const QUEUE_LINES: usize = 8_192;
+/// Bytes of lines waiting for the writer thread at most.
+pub const BUFFER_BYTES: usize = 8 << 20;
 
 tokio::task_local! {
     /// The W3C trace id of the request being handled (empty when the client sent none).
@@ -36,66 +40,281 @@ pub fn trace_id_from_traceparent(header: &str) -> Option<String> {
     valid.then(|| trace_id.to_ascii_lowercase())
 }
 
-fn current_trace_id() -> String {
-    TRACE_ID.try_with(Clone::clone).unwrap_or_default()
+/// Runs `f` with the current request's trace id (empty outside a request).
+fn with_trace_id<R>(f: impl FnOnce(&str) -> R) -> R {
+    let mut f = Some(f);
+    TRACE_ID
+        .try_with(|id| (f.take().expect("called once"))(id))
+        .unwrap_or_else(|_| (f.take().expect("called once"))(""))
 }
 
 /// Writes JSON lines on stdout from a thread of its own.
 #[derive(Debug, Clone)]
 pub struct DecisionLog {
-    sender: SyncSender<String>,
-    dropped: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<Pending>,
+    /// Signalled when the buffer stops being empty, and on close.
+    wake: Condvar,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    lines: Vec<u8>,
+    /// Lines dropped since the last one buffered.
+    dropped: u64,
+    closed: bool,
 }
 
 impl DecisionLog {
-    /// Starts the writer thread.
+    /// Starts the writer thread, writing to stdout.
     ///
     /// # Errors
     /// When the thread cannot be started.
     pub fn start() -> std::io::Result<Self> {
-        let (sender, receiver) = sync_channel(QUEUE_LINES);
-        std::thread::Builder::new()
-            .name("decision-log".to_owned())
-            .spawn(move || write_lines(&receiver))?;
-        Ok(Self {
-            sender,
-            dropped: Arc::new(AtomicU64::new(0)),
-        })
+        Self::start_with(std::io::stdout())
     }
 
-    fn write(&self, mut entry: Value) {
-        let dropped = self.dropped.swap(0, Ordering::Relaxed);
-        if dropped > 0 {
-            entry["dropped_before"] = json!(dropped);
+    fn start_with(out: impl Write + Send + 'static) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Pending::default()),
+            wake: Condvar::new(),
+            writer: Mutex::new(None),
+        });
+        let writer = {
+            let shared = Arc::clone(&shared);
+            std::thread::Builder::new()
+                .name("decision-log".to_owned())
+                .spawn(move || shared.write_lines(out))?
+        };
+        *lock(&shared.writer) = Some(writer);
+        Ok(Self { shared })
+    }
+
+    /// Buffers one line; `dropped_before`, when lines were dropped since the last one.
+    fn write<'l>(&self, line: impl FnOnce(Option<u64>) -> Line<'l>) {
+        let mut pending = lock(&self.shared.state);
+        if pending.closed || pending.lines.len() >= BUFFER_BYTES {
+            pending.dropped += 1;
+            return;
         }
-        let line = entry.to_string();
-        match self.sender.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.dropped.fetch_add(dropped + 1, Ordering::Relaxed);
-            }
+        let was_empty = pending.lines.is_empty();
+        let dropped = std::mem::take(&mut pending.dropped);
+        let before = pending.lines.len();
+        let line = line((dropped > 0).then_some(dropped));
+        if serde_json::to_writer(&mut pending.lines, &line).is_ok() {
+            pending.lines.push(b'\n');
+        } else {
+            // Unreachable for these types (no map with non-string keys); never half a line.
+            pending.lines.truncate(before);
+            pending.dropped = dropped + 1;
+        }
+        drop(pending);
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    /// Writes the lines still buffered and stops the writer; lines after this are dropped.
+    pub fn close(&self) {
+        let dropped = {
+            let mut pending = lock(&self.shared.state);
+            pending.closed = true;
+            std::mem::take(&mut pending.dropped)
+        };
+        if dropped > 0 {
+            tracing::warn!(
+                dropped,
+                "decision-log lines dropped since the last one written"
+            );
+        }
+        self.shared.wake.notify_one();
+        if let Some(writer) = lock(&self.shared.writer).take() {
+            let _ = writer.join();
         }
     }
 }
 
-fn write_lines(receiver: &Receiver<String>) {
-    let stdout = std::io::stdout();
-    while let Ok(line) = receiver.recv() {
-        let mut out = stdout.lock();
-        let mut result = writeln!(out, "{line}");
-        // Write what is queued already before flushing once.
-        while let Ok(line) = receiver.try_recv() {
-            result = result.and_then(|()| writeln!(out, "{line}"));
-        }
-        if result.and_then(|()| out.flush()).is_err() {
-            return;
+impl Shared {
+    fn write_lines(&self, mut out: impl Write) {
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut pending = lock(&self.state);
+                while pending.lines.is_empty() && !pending.closed {
+                    pending = self
+                        .wake
+                        .wait(pending)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                if pending.lines.is_empty() {
+                    return; // closed, and all written
+                }
+                std::mem::swap(&mut batch, &mut pending.lines);
+            }
+            if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
+                lock(&self.state).closed = true;
+                return;
+            }
+            batch.clear();
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The time now, RFC 3339 with microseconds, UTC.
-fn now() -> String {
-    humantime::format_rfc3339_micros(SystemTime::now()).to_string()
+struct Now;
+
+impl Serialize for Now {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&humantime::format_rfc3339_micros(SystemTime::now()))
+    }
+}
+
+/// One line of the decision log, in the order its fields are written.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Line<'a> {
+    Call(CallLine<'a>),
+    List(ListLine<'a>),
+}
+
+#[derive(Serialize)]
+struct CallLine<'a> {
+    time: Now,
+    kind: &'static str,
+    trace_id: &'a str,
+    engine: &'a str,
+    mode: &'static str,
+    principal: &'a str,
+    tool: &'a str,
+    action: &'a str,
+    request_id: &'a Value,
+    decision: &'static str,
+    forwarded: bool,
+    latency_us: u64,
+    determining_policies: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Errors<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_matched: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow_flipping: Option<&'a [String]>,
+    arguments: Arguments<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped_before: Option<u64>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Errors<'a> {
+    Policies(&'a [String]),
+    Failed([String; 1]),
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Arguments<'a> {
+    Logged(Option<&'a Value>),
+    Redacted(&'static str),
+}
+
+#[derive(Serialize)]
+struct ListLine<'a> {
+    time: Now,
+    kind: &'static str,
+    trace_id: &'a str,
+    engine: &'a str,
+    mode: &'static str,
+    principal: &'a str,
+    allowed_tools: &'a [String],
+    denied_tools: &'a [String],
+    latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped_before: Option<u64>,
+}
+
+fn micros(latency: std::time::Duration) -> u64 {
+    u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// The decision-log line of a call record.
+fn call_line<'a>(
+    record: &'a CallRecord<'a>,
+    log_arguments: bool,
+    trace_id: &'a str,
+    dropped_before: Option<u64>,
+) -> Line<'a> {
+    const NONE: &[String] = &[];
+    let (determining, reason, errors, shadow) = match record.outcome {
+        Ok(outcome) => (
+            outcome.determining.as_slice(),
+            (!outcome.allowed()).then(|| outcome.deny_reason()),
+            (!outcome.errors.is_empty()).then_some(Errors::Policies(&outcome.errors)),
+            Some((
+                outcome.shadow_matched.as_slice(),
+                outcome.shadow_flipping.as_slice(),
+            )),
+        ),
+        Err(error) => (NONE, None, Some(Errors::Failed([error.to_string()])), None),
+    };
+    Line::Call(CallLine {
+        time: Now,
+        kind: "tools/call",
+        trace_id,
+        engine: record.engine,
+        mode: record.mode.as_str(),
+        principal: &record.principal,
+        tool: record.tool,
+        action: &record.action,
+        request_id: record.request_id,
+        decision: record.decision(),
+        forwarded: record.forwarded,
+        latency_us: micros(record.latency),
+        determining_policies: determining,
+        reason,
+        errors,
+        shadow_matched: shadow.map(|s| s.0),
+        shadow_flipping: shadow.map(|s| s.1),
+        arguments: if log_arguments {
+            Arguments::Logged(record.arguments)
+        } else {
+            Arguments::Redacted("[redacted]")
+        },
+        dropped_before,
+    })
+}
+
+/// The decision-log line of a list record.
+fn list_line<'a>(
+    record: &'a ListRecord<'a>,
+    trace_id: &'a str,
+    dropped_before: Option<u64>,
+) -> Line<'a> {
+    Line::List(ListLine {
+        time: Now,
+        kind: "tools/list",
+        trace_id,
+        engine: record.engine,
+        mode: record.mode.as_str(),
+        principal: &record.principal,
+        allowed_tools: &record.allowed,
+        denied_tools: &record.denied,
+        latency_us: micros(record.latency),
+        error: record.error.as_deref(),
+        dropped_before,
+    })
 }
 
 /// Feeds the metrics and the decision log from the layer's decision records.
@@ -118,48 +337,6 @@ impl Observer {
     }
 }
 
-/// The decision-log entry of a call record.
-#[must_use]
-pub fn call_entry(record: &CallRecord<'_>, log_arguments: bool, trace_id: &str) -> Value {
-    let mut entry = json!({
-        "time": now(),
-        "kind": "tools/call",
-        "trace_id": trace_id,
-        "engine": record.engine,
-        "mode": record.mode.as_str(),
-        "principal": record.principal,
-        "tool": record.tool,
-        "action": record.action,
-        "request_id": record.request_id,
-        "decision": record.decision(),
-        "forwarded": record.forwarded,
-        "latency_us": u64::try_from(record.latency.as_micros()).unwrap_or(u64::MAX),
-    });
-    match record.outcome {
-        Ok(outcome) => {
-            entry["determining_policies"] = json!(outcome.determining);
-            if !outcome.allowed() {
-                entry["reason"] = json!(outcome.deny_reason());
-            }
-            if !outcome.errors.is_empty() {
-                entry["errors"] = json!(outcome.errors);
-            }
-            entry["shadow_matched"] = json!(outcome.shadow_matched);
-            entry["shadow_flipping"] = json!(outcome.shadow_flipping);
-        }
-        Err(error) => {
-            entry["determining_policies"] = json!([]);
-            entry["errors"] = json!([error.to_string()]);
-        }
-    }
-    entry["arguments"] = match (log_arguments, record.arguments) {
-        (true, Some(arguments)) => arguments.clone(),
-        (true, None) => Value::Null,
-        (false, _) => json!("[redacted]"),
-    };
-    entry
-}
-
 impl DecisionObserver for Observer {
     fn on_call(&self, record: &CallRecord<'_>) {
         self.metrics.decision(
@@ -169,7 +346,9 @@ impl DecisionObserver for Observer {
             record.latency,
         );
         if let Some(log) = &self.log {
-            log.write(call_entry(record, self.log_arguments, &current_trace_id()));
+            with_trace_id(|trace_id| {
+                log.write(|dropped| call_line(record, self.log_arguments, trace_id, dropped));
+            });
         }
     }
 
@@ -180,21 +359,9 @@ impl DecisionObserver for Observer {
             record.error.is_some(),
         );
         if let Some(log) = &self.log {
-            let mut entry = json!({
-                "time": now(),
-                "kind": "tools/list",
-                "trace_id": current_trace_id(),
-                "engine": record.engine,
-                "mode": record.mode.as_str(),
-                "principal": record.principal,
-                "allowed_tools": record.allowed,
-                "denied_tools": record.denied,
-                "latency_us": u64::try_from(record.latency.as_micros()).unwrap_or(u64::MAX),
+            with_trace_id(|trace_id| {
+                log.write(|dropped| list_line(record, trace_id, dropped));
             });
-            if let Some(error) = &record.error {
-                entry["error"] = json!(error);
-            }
-            log.write(entry);
         }
     }
 
@@ -205,11 +372,13 @@ impl DecisionObserver for Observer {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::mpsc;
     use std::time::Duration;
 
     use cedar_policy::Decision;
     use policy_layer::Mode;
     use policy_layer::engine::Outcome;
+    use serde_json::json;
 
     use super::*;
 
@@ -228,8 +397,12 @@ mod tests {
         }
     }
 
+    fn to_value(line: &Line<'_>) -> Value {
+        serde_json::to_value(line).expect("serializes")
+    }
+
     #[test]
-    fn call_entry_redacts_arguments_unless_enabled() {
+    fn call_line_redacts_arguments_unless_enabled() {
         let outcome = Outcome {
             decision: Decision::Deny,
             determining: vec!["forbid_large".to_owned()],
@@ -238,7 +411,9 @@ mod tests {
             shadow_flipping: vec![],
         };
         let (id, args) = (json!(7), json!({"amount": 5000}));
-        let entry = call_entry(&record(&outcome, &id, &args), false, "abc");
+        let record = record(&outcome, &id, &args);
+        let entry = to_value(&call_line(&record, false, "abc", None));
+        assert_eq!(entry["kind"], "tools/call");
         assert_eq!(entry["decision"], "DENY");
         assert_eq!(entry["determining_policies"], json!(["forbid_large"]));
         assert_eq!(
@@ -249,8 +424,111 @@ mod tests {
         assert_eq!(entry["latency_us"], 42);
         assert_eq!(entry["trace_id"], "abc");
         assert_eq!(entry["request_id"], 7);
-        let entry = call_entry(&record(&outcome, &id, &args), true, "");
+        assert_eq!(entry["shadow_flipping"], json!([]));
+        assert!(entry.get("errors").is_none() && entry.get("dropped_before").is_none());
+        let time = entry["time"].as_str().expect("a time");
+        assert!(humantime::parse_rfc3339(time).is_ok(), "{time}");
+        let entry = to_value(&call_line(&record, true, "", Some(3)));
         assert_eq!(entry["arguments"], json!({"amount": 5000}));
+        assert_eq!(entry["dropped_before"], 3);
+    }
+
+    #[test]
+    fn call_line_of_a_failed_decision_names_the_error() {
+        let error = policy_layer::engine::AuthorizeError::Engine("boom".to_owned());
+        let unused = Outcome {
+            decision: Decision::Allow,
+            determining: vec![],
+            errors: vec![],
+            shadow_matched: vec![],
+            shadow_flipping: vec![],
+        };
+        let id = json!("a");
+        let record = CallRecord {
+            outcome: Err(&error),
+            arguments: None,
+            ..record(&unused, &id, &Value::Null)
+        };
+        let entry = to_value(&call_line(&record, true, "", None));
+        assert_eq!(entry["decision"], "ERROR");
+        assert_eq!(entry["errors"], json!(["policy evaluation failed: boom"]));
+        assert_eq!(entry["determining_policies"], json!([]));
+        assert_eq!(entry["arguments"], Value::Null);
+        assert!(entry.get("reason").is_none() && entry.get("shadow_matched").is_none());
+    }
+
+    fn list_record(n: usize) -> ListRecord<'static> {
+        ListRecord {
+            engine: "e",
+            mode: Mode::LogOnly,
+            principal: "AgentCore::OAuthUser::\"bob\"".to_owned(),
+            allowed: vec![format!("tool_{n}")],
+            denied: vec![],
+            error: None,
+            latency: Duration::from_micros(1),
+        }
+    }
+
+    /// A writer that hands every write to the test, and blocks on the first until released.
+    struct Gated {
+        release: Option<mpsc::Receiver<()>>,
+        out: mpsc::Sender<Vec<u8>>,
+    }
+
+    impl Write for Gated {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if let Some(release) = self.release.take() {
+                release.recv().expect("released");
+            }
+            self.out.send(buf.to_vec()).expect("test alive");
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_drops_lines_counts_them_and_close_writes_the_rest() {
+        let (release, gate) = mpsc::channel();
+        let (sink, written) = mpsc::channel();
+        let log = DecisionLog::start_with(Gated {
+            release: Some(gate),
+            out: sink,
+        })
+        .expect("starts");
+        let record = list_record(0);
+        // The writer takes the first lines and blocks; the rest fill the buffer and overflow.
+        let line_bytes = serde_json::to_vec(&list_line(&record, "", None))
+            .expect("serializes")
+            .len();
+        let attempts = 2 * BUFFER_BYTES / line_bytes;
+        for _ in 0..attempts {
+            log.write(|dropped| list_line(&record, "", dropped));
+        }
+        release.send(()).expect("writer waiting");
+        // Once the writer has taken the buffer, the next line fits and carries the count.
+        while !lock(&log.shared.state).lines.is_empty() {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        log.write(|dropped| list_line(&record, "last", dropped));
+        log.close();
+        log.write(|dropped| list_line(&record, "after close", dropped));
+
+        let bytes: Vec<u8> = written.try_iter().flatten().collect();
+        let lines: Vec<Value> = bytes
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("whole JSON lines"))
+            .collect();
+        let dropped: u64 = lines
+            .iter()
+            .filter_map(|l| l["dropped_before"].as_u64())
+            .sum();
+        assert!(dropped > 0, "the overflow is counted");
+        assert_eq!(lines.len() as u64 + dropped, attempts as u64 + 1);
+        assert_eq!(lines.last().expect("lines")["trace_id"], "last");
+        assert!(bytes.len() <= 2 * BUFFER_BYTES + line_bytes);
     }
 
     #[test]

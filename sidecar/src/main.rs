@@ -190,7 +190,7 @@ async fn run(file: &std::path::Path) -> Result<(), Exit> {
     } else {
         None
     };
-    let observer = Observer::new(Arc::clone(&metrics), log, config.log_arguments);
+    let observer = Observer::new(Arc::clone(&metrics), log.clone(), config.log_arguments);
     let layer = PolicyLayer::new(engine)
         .settings(config.layer.clone())
         .observer(Arc::new(observer));
@@ -274,6 +274,9 @@ async fn run(file: &std::path::Path) -> Result<(), Exit> {
             grace_ms = u64::try_from(config.shutdown_grace.as_millis()).unwrap_or(u64::MAX),
             "grace period over; closing the connections still open"
         ),
+    }
+    if let Some(log) = log {
+        log.close();
     }
     telemetry.shutdown().await;
     Ok(())
