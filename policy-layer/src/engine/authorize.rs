@@ -79,7 +79,7 @@ impl Snapshot {
         )
         .map_err(|e| AuthorizeError::Engine(e.to_string()))?;
         let entities = self
-            .entities(identity, tool, sets)
+            .entities(model.principal_entity(identity), tool, sets)
             .map_err(AuthorizeError::Engine)?;
 
         let authorizer = Authorizer::new();

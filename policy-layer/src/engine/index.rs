@@ -29,6 +29,8 @@ pub struct ToolPolicies {
     pub entities: Closed,
     /// How many policies can apply (active and shadow).
     pub candidates: usize,
+    /// Whether an enforced permit can apply: without one, every request is denied.
+    pub any_permit: bool,
 }
 
 impl ToolPolicies {
@@ -144,6 +146,7 @@ impl PolicyIndex {
             // Ids are unique (checked at load), so adding cannot fail.
             let _ = set.add(loaded.policy.clone());
         }
+        out.any_permit = out.active.policies().any(|p| p.effect() == Effect::Permit);
         out
     }
 }

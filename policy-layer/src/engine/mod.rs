@@ -16,7 +16,7 @@ use cedar_policy::Entities;
 
 pub use authorize::{AuthorizeError, Outcome};
 pub use index::{PolicyIndex, ToolPolicies};
-pub use partial::Listing;
+pub use partial::{Lister, Listing};
 pub use policies::{
     Enforcement, LoadError, LoadErrors, LoadedPolicies, LoadedPolicy, PolicySource, Position, load,
 };
@@ -24,7 +24,6 @@ pub use policies::{
 pub use analyze::{Budget, Solver};
 pub use validate::{Finding, FindingKind, Refused, Report};
 
-use crate::auth::Identity;
 use crate::config::Validation;
 use crate::model::schema::GatewaySchema;
 use crate::model::tools::InputType;
@@ -111,11 +110,10 @@ impl Snapshot {
     /// The entities of a request: principal, action with its groups, resource.
     fn entities(
         &self,
-        identity: &Identity,
+        principal: Arc<cedar_policy_core::ast::Entity>,
         tool: &str,
         sets: &ToolPolicies,
     ) -> Result<Entities, String> {
-        let principal = self.model.principal_entity(identity);
         if sets.entities.is_empty() {
             // A tool no policy names (rare): close its hierarchy now.
             Closed::new(self.model.action_entities(tool))?.with_leaf(principal)
@@ -371,7 +369,7 @@ mod tests {
     use cedar_policy::Decision;
     use serde_json::{Value, json};
 
-    use crate::auth::PrincipalKind;
+    use crate::auth::{Identity, PrincipalKind};
 
     const GATEWAY: &str = "arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway";
 
@@ -1046,7 +1044,7 @@ permit(principal, action == GET_ORDER, resource);
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
             #[test]
             fn indexed_decisions_equal_whole_set_decisions(
                 policies in prop::collection::vec(policy(), 0..12),
@@ -1080,6 +1078,19 @@ permit(principal, action == GET_ORDER, resource);
                 prop_assert_eq!(indexed.decision, response.decision());
                 prop_assert_eq!(&indexed.determining, &determining);
                 prop_assert_eq!(indexed.allowed(), response.decision() == Decision::Allow);
+
+                // The listing (input unknown) too, including the shortcut for no permit.
+                let partial = Request::builder()
+                    .principal(model.principal_uid(&identity))
+                    .action(model.action_uid(tool))
+                    .resource(model.resource_uid())
+                    .build();
+                let expected = match Authorizer::new().is_authorized_partial(&partial, &whole, &entities).decision() {
+                    Some(Decision::Allow) => Listing::Allowed,
+                    Some(Decision::Deny) => Listing::Denied,
+                    None => Listing::Depends,
+                };
+                prop_assert_eq!(snapshot.partially_authorize(&identity, tool), Ok(expected));
             }
         }
     }

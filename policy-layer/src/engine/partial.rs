@@ -4,7 +4,9 @@
 //! (Cedar partial evaluation). Only a definite Deny drops a tool; a permit that depends on
 //! the input keeps it listed, and its calls are decided at call time (SPEC section 5).
 
-use cedar_policy::{Authorizer, Decision, Request};
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Decision, EntityUid, Request};
 
 use super::Snapshot;
 use crate::auth::Identity;
@@ -34,14 +36,48 @@ impl Snapshot {
     /// # Errors
     /// A message when Cedar cannot build or evaluate the request: the caller fails closed.
     pub fn partially_authorize(&self, identity: &Identity, tool: &str) -> Result<Listing, String> {
-        let model = &self.model;
-        let sets = self.index.for_tool(tool);
+        self.lister(identity).listing(tool)
+    }
+
+    /// Lists tools for one caller: what does not depend on the tool is built once.
+    #[must_use]
+    pub fn lister(&self, identity: &Identity) -> Lister<'_> {
+        Lister {
+            snapshot: self,
+            principal: self.model.principal_uid(identity),
+            principal_entity: self.model.principal_entity(identity),
+            resource: self.model.resource_uid(),
+        }
+    }
+}
+
+/// [`Snapshot::partially_authorize`] for many tools and one caller.
+#[derive(Debug)]
+pub struct Lister<'a> {
+    snapshot: &'a Snapshot,
+    principal: EntityUid,
+    principal_entity: Arc<cedar_policy_core::ast::Entity>,
+    resource: EntityUid,
+}
+
+impl Lister<'_> {
+    /// Partially evaluates a call of `tool` with the input unknown.
+    ///
+    /// # Errors
+    /// A message when Cedar cannot build or evaluate the request: the caller fails closed.
+    pub fn listing(&self, tool: &str) -> Result<Listing, String> {
+        let snapshot = self.snapshot;
+        let sets = snapshot.index.for_tool(tool);
+        if !sets.any_permit {
+            // No permit can apply: Cedar denies every request, whatever the input.
+            return Ok(Listing::Denied);
+        }
         let request = Request::builder()
-            .principal(model.principal_uid(identity))
-            .action(model.action_uid(tool))
-            .resource(model.resource_uid())
+            .principal(self.principal.clone())
+            .action(snapshot.model.action_uid(tool))
+            .resource(self.resource.clone())
             .build();
-        let entities = self.entities(identity, tool, sets)?;
+        let entities = snapshot.entities(Arc::clone(&self.principal_entity), tool, sets)?;
         let response = Authorizer::new().is_authorized_partial(&request, &sets.active, &entities);
         Ok(match response.decision() {
             Some(Decision::Allow) => Listing::Allowed,

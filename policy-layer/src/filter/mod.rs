@@ -221,12 +221,13 @@ impl Rewrite {
         let mut allowed = Vec::with_capacity(tools.len());
         let mut denied = Vec::new();
         let mut keep = Vec::with_capacity(tools.len());
+        let lister = snapshot.lister(&self.identity);
         for tool in tools.iter() {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 keep.push(false);
                 continue;
             };
-            match snapshot.partially_authorize(&self.identity, name) {
+            match lister.listing(name) {
                 Ok(listing) if listing.listed() => {
                     allowed.push(name.to_owned());
                     keep.push(true);
