@@ -6,13 +6,11 @@ mod common;
 use std::sync::Arc;
 
 use axum::Router;
-use common::{call, post, post_raw, serve, upstream_router};
+use common::{call, post, post_raw, refund_engine, serve, upstream_router};
 use policy_layer::auth::{Identity, PrincipalKind};
-use policy_layer::model::{ModelConfig, ToolCatalog};
-use policy_layer::{DenyStyle, Mode, PolicyEngine, PolicyLayer, PolicySource, Settings};
+use policy_layer::{DenyStyle, Mode, PolicyLayer, Settings};
 use serde_json::{Value, json};
 
-const GATEWAY: &str = "arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway";
 const DENIED_NO_POLICY: &str = "Tool Execution Denied: Tool call not allowed due to policy enforcement [Policy evaluation denied due to no determining policies]";
 
 const POLICIES: &str = r#"
@@ -28,21 +26,6 @@ permit(principal, action == AgentCore::Action::"RefundTool___get_order", resourc
 permit(principal is AgentCore::OAuthUser, action == AgentCore::Action::"RefundTool___update_order", resource)
 when { principal.hasTag("role") && principal.getTag("role") == "order-agent" };
 "#;
-
-fn engine(policies: &str) -> PolicyEngine {
-    let model = ModelConfig {
-        target: "RefundTool".into(),
-        gateway_id: GATEWAY.into(),
-        ..ModelConfig::default()
-    };
-    let engine = PolicyEngine::from_sources(
-        model,
-        &[PolicySource::new("policies/refund.cedar", policies)],
-    )
-    .expect("policies");
-    engine.set_catalog(ToolCatalog::from_list(&json!({"tools": common::tools()})));
-    engine
-}
 
 struct Setup {
     addr: std::net::SocketAddr,
@@ -66,7 +49,7 @@ async fn start(mode: Mode, style: DenyStyle, sse: bool) -> Setup {
         ..Settings::default()
     };
     start_with(
-        PolicyLayer::new(engine(POLICIES))
+        PolicyLayer::new(refund_engine(POLICIES))
             .settings(settings)
             .unauthenticated(),
         sse,
@@ -197,7 +180,7 @@ async fn tool_with_no_policy_is_denied() {
 
 #[tokio::test]
 async fn role_tag_from_identity_decides() {
-    let engine = engine(POLICIES);
+    let engine = refund_engine(POLICIES);
     let layer = PolicyLayer::new(engine).identity_from_extension();
     let (router, recorder) = upstream_router(false);
     let app = router.layer(layer).layer(axum::middleware::from_fn(
@@ -244,7 +227,8 @@ async fn role_tag_from_identity_decides() {
 async fn request_without_identity_is_refused() {
     let (router, recorder) = upstream_router(false);
     let addr =
-        serve(router.layer(PolicyLayer::new(engine(POLICIES)).identity_from_extension())).await;
+        serve(router.layer(PolicyLayer::new(refund_engine(POLICIES)).identity_from_extension()))
+            .await;
     let reply = post(addr, &refund(1, json!(1))).await;
     assert_eq!(reply.status, 401);
     assert!(recorder.calls().is_empty());
@@ -446,7 +430,7 @@ async fn stateless_headers_must_agree_with_the_body() {
 
 #[tokio::test]
 async fn no_policy_set_fails_closed() {
-    let engine = engine(POLICIES);
+    let engine = refund_engine(POLICIES);
     engine.clear();
     let (router, recorder) = upstream_router(false);
     let addr = serve(router.layer(PolicyLayer::new(engine).unauthenticated())).await;
@@ -541,7 +525,7 @@ async fn log_only_leaves_the_list_whole() {
 
 #[tokio::test]
 async fn list_without_policy_set_fails_closed() {
-    let engine = engine(POLICIES);
+    let engine = refund_engine(POLICIES);
     engine.clear();
     let (router, _) = upstream_router(true);
     let addr = serve(router.layer(PolicyLayer::new(engine).unauthenticated())).await;
@@ -565,7 +549,7 @@ async fn upstream_error_reply_to_a_list_passes_through_without_a_policy_error() 
                 )
             }),
         )
-        .layer(PolicyLayer::new(engine(POLICIES)).unauthenticated());
+        .layer(PolicyLayer::new(refund_engine(POLICIES)).unauthenticated());
     let addr = serve(app).await;
     let reply = post(addr, &list(json!(1))).await;
     assert_eq!(reply.status, 502);
@@ -575,7 +559,8 @@ async fn upstream_error_reply_to_a_list_passes_through_without_a_policy_error() 
 #[tokio::test]
 async fn a_token_in_the_query_string_is_refused_and_not_forwarded() {
     let (router, recorder) = upstream_router(false);
-    let addr = serve(router.layer(PolicyLayer::new(engine(POLICIES)).unauthenticated())).await;
+    let addr =
+        serve(router.layer(PolicyLayer::new(refund_engine(POLICIES)).unauthenticated())).await;
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<axum::body::Body>();
     let request = axum::http::Request::post(format!("http://{addr}/mcp?access_token=abc"))

@@ -6,17 +6,14 @@ mod common;
 
 use axum::Router;
 use axum::body::Body;
-use common::{call, upstream_router};
+use common::{call, refund_engine, upstream_router};
 use http_body_util::BodyExt;
 use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
-use policy_layer::model::{ModelConfig, ToolCatalog};
-use policy_layer::{Mode, PolicyEngine, PolicyLayer, PolicySource, Settings};
+use policy_layer::{Mode, PolicyLayer, Settings};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 use tracing_subscriber::layer::SubscriberExt;
-
-const GATEWAY: &str = "arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway";
 
 const POLICIES: &str = r#"
 @id("refund_limit")
@@ -68,23 +65,12 @@ impl Capture {
 }
 
 fn app(mode: Mode, sse: bool) -> Router {
-    let model = ModelConfig {
-        target: "RefundTool".into(),
-        gateway_id: GATEWAY.into(),
-        ..ModelConfig::default()
-    };
-    let engine = PolicyEngine::from_sources(
-        model,
-        &[PolicySource::new("policies/refund.cedar", POLICIES)],
-    )
-    .expect("policies");
-    engine.set_catalog(ToolCatalog::from_list(&json!({"tools": common::tools()})));
     let settings = Settings {
         mode,
         engine_name: "RefundPolicyEngine".into(),
         ..Settings::default()
     };
-    let layer = PolicyLayer::new(engine)
+    let layer = PolicyLayer::new(refund_engine(POLICIES))
         .settings(settings)
         .unauthenticated();
     let (router, _recorder) = upstream_router(sse);

@@ -1,5 +1,6 @@
 //! A real MCP tool server (axum) for the layer's end-to-end tests: it answers `tools/list`
-//! and `tools/call` in JSON or SSE and records every call it receives.
+//! and `tools/call` in JSON or SSE and records every call it receives; and the policy engine
+//! of the refund scenarios that the layer wraps around it.
 
 #![allow(dead_code)]
 
@@ -15,7 +16,12 @@ use axum::routing;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use policy_layer::model::{ModelConfig, ToolCatalog};
+use policy_layer::{PolicyEngine, PolicySource};
 use serde_json::{Value, json};
+
+/// The gateway the refund tool is a target of.
+pub const GATEWAY: &str = "arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway";
 
 /// What the upstream received.
 #[derive(Clone, Default)]
@@ -46,6 +52,23 @@ pub fn tools() -> Value {
         {"name": "update_order", "inputSchema": {"type": "object", "properties": {"order_id": {"type": "string"}, "status": {"type": "string"}}}},
         {"name": "delete_order", "inputSchema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}
     ])
+}
+
+/// An engine for the `RefundTool` target of [`GATEWAY`] with `policies` as
+/// `policies/refund.cedar`, and the catalog of [`tools`].
+pub fn refund_engine(policies: &str) -> PolicyEngine {
+    let model = ModelConfig {
+        target: "RefundTool".into(),
+        gateway_id: GATEWAY.into(),
+        ..ModelConfig::default()
+    };
+    let engine = PolicyEngine::from_sources(
+        model,
+        &[PolicySource::new("policies/refund.cedar", policies)],
+    )
+    .expect("policies");
+    engine.set_catalog(ToolCatalog::from_list(&json!({"tools": tools()})));
+    engine
 }
 
 fn answer(message: &Value) -> Option<Value> {
