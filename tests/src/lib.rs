@@ -22,6 +22,20 @@ use serde_json::{Value, json};
 /// How long a process gets to print its address, and a bounded wait gets in general.
 pub const STARTUP: Duration = Duration::from_secs(20);
 
+/// Refunds under 1000 through the refund gateway, and reading any order: the policies most
+/// tests run with.
+pub const REFUND_POLICIES: &str = r#"
+@id("refund_small")
+permit(principal, action == AgentCore::Action::"RefundTool___process_refund",
+       resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway")
+when { context.input.amount.lessThan(decimal("1000.0")) };
+
+// Any non-empty order id (a permit without conditions is refused as overly permissive).
+@id("orders_read")
+permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource)
+when { context.input.order_id != "" };
+"#;
+
 /// The folder holding the workspace binaries.
 #[must_use]
 pub fn bin_dir() -> PathBuf {
@@ -383,6 +397,13 @@ impl Sidecar {
         Self { proc, url, admin }
     }
 
+    /// [`Sidecar::start_with_env`], then waits until `/readyz` answers 200.
+    pub async fn start_ready(config: &Path, env: &[(&str, &str)]) -> Self {
+        let sidecar = Self::start_with_env(config, env);
+        sidecar.wait_ready().await;
+        sidecar
+    }
+
     /// GET on the admin listener: status and body.
     pub async fn admin_get(&self, path: &str) -> (u16, String) {
         let response = http()
@@ -400,6 +421,31 @@ impl Sidecar {
             self.admin_get("/readyz").await.0 == 200
         })
         .await;
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.admin_get("/metrics").await.1
+    }
+
+    /// Asserts that `/metrics`, read once, holds each of `lines`.
+    pub async fn assert_metrics(&self, lines: &[&str]) {
+        let metrics = self.metrics().await;
+        for line in lines {
+            assert!(metrics.contains(line), "{line} in:\n{metrics}");
+        }
+    }
+
+    /// Waits until `/metrics` holds `line`; fails after [`STARTUP`].
+    pub async fn wait_metric(&self, what: &str, line: &str) {
+        eventually(what, || async { self.metrics().await.contains(line) }).await;
+    }
+
+    /// [`Proc::wait_exit`] on a blocking thread, so that the runtime goes on meanwhile.
+    pub async fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        tokio::task::spawn_blocking(move || self.proc.wait_exit(limit))
+            .await
+            .expect("join")
     }
 
     /// The decision-log lines so far, parsed.
@@ -425,6 +471,78 @@ pub fn sidecar_command(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// [`sidecar_command`] on a blocking thread, so that the runtime goes on meanwhile.
+pub async fn sidecar_command_async(args: &[&str]) -> (i32, String, String) {
+    let args: Vec<String> = args.iter().map(|&arg| arg.to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        sidecar_command(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    })
+    .await
+    .expect("join")
+}
+
+/// The demo server, a workspace holding `policies/refund.cedar`, a ready sidecar in front of the
+/// demo server, and a client with a session initialized through the sidecar.
+pub struct Stack {
+    /// The demo server.
+    pub demo: DemoServer,
+    /// The sidecar's config and policies.
+    pub ws: Workspace,
+    /// The sidecar.
+    pub sidecar: Sidecar,
+    /// The client, its session initialized.
+    pub client: McpClient,
+}
+
+impl Stack {
+    /// A stack with `policies`, the demo server answering in SSE.
+    pub async fn start(policies: &str) -> Self {
+        Self::start_with(policies, false, &[]).await
+    }
+
+    /// A stack with `policies`, the demo server answering in JSON if `json_response`, and the
+    /// sidecar run with the extra environment variables `env`.
+    pub async fn start_with(policies: &str, json_response: bool, env: &[(&str, &str)]) -> Self {
+        let demo = DemoServer::start("127.0.0.1:0", json_response);
+        let ws = Workspace::new();
+        ws.policy("refund.cedar", policies);
+        let sidecar = Sidecar::start_ready(&ws.config(&demo.url, ""), env).await;
+        let client = McpClient::initialized(&sidecar.url).await;
+        Self {
+            demo,
+            ws,
+            sidecar,
+            client,
+        }
+    }
+}
+
+/// `127.0.0.1:PORT` with a port nobody listens on: bound, read and closed again.
+#[must_use]
+pub fn free_addr() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .to_string()
+}
+
+/// Serves `app` on a port the OS picks, in a background task: `http://ADDR`.
+pub async fn serve(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}")
+}
+
+/// Asserts that a first chunk of `response`'s body arrives within 5 s without the body ending:
+/// the stream is open and streaming.
+pub async fn assert_streaming(response: &mut reqwest::Response, what: &str) {
+    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk()).await;
+    assert!(matches!(first, Ok(Ok(Some(_)))), "{what}: {first:?}");
 }
 
 /// A shared HTTP client with a request timeout.
@@ -498,6 +616,28 @@ impl McpClient {
             session: None,
             next_id: 1,
         }
+    }
+
+    /// A client of `url` with an initialized session.
+    pub async fn initialized(url: &str) -> Self {
+        let mut client = Self::new(url);
+        client.initialize().await;
+        client
+    }
+
+    /// A GET of the session's event stream (`accept: text/event-stream` and the session id),
+    /// with the extra `headers`.
+    pub async fn get_event_stream(&self, headers: &[(&str, &str)]) -> reqwest::Response {
+        let session = self.session.as_deref().expect("session id");
+        let mut request = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", session);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.expect("GET")
     }
 
     /// A POST of `body` with the MCP headers.

@@ -6,31 +6,28 @@
 //! `/livez`, and what reached the upstream: nothing for a request that was refused or denied,
 //! exactly one copy of an allowed call.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use e2e::{DemoServer, McpClient, Sidecar, Workspace, eventually, http, message_in};
+use e2e::{
+    DemoServer, McpClient, REFUND_POLICIES, Sidecar, Stack, Workspace, assert_streaming,
+    eventually, http, message_in, serve,
+};
 use serde_json::{Value, json};
 
-const POLICIES: &str = r#"
-@id("refund_small")
-permit(principal, action == AgentCore::Action::"RefundTool___process_refund",
-       resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway")
-when { context.input.amount.lessThan(decimal("1000.0")) };
-
-// Any non-empty order id (a permit without conditions is refused as overly permissive).
-@id("orders_read")
-permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource)
-when { context.input.order_id != "" };
-
+/// [`REFUND_POLICIES`] and order updates by order agents.
+static POLICIES: LazyLock<String> = LazyLock::new(|| {
+    REFUND_POLICIES.to_owned()
+        + r#"
 @id("orders_update_by_agents")
 permit(principal is AgentCore::OAuthUser, action == AgentCore::Action::"RefundTool___update_order", resource)
 when { principal.hasTag("role") && principal.getTag("role") == "order-agent" };
-"#;
+"#
+});
 
 const DENIED: &str = "Tool Execution Denied: Tool call not allowed due to policy enforcement [Policy evaluation denied due to no determining policies]";
 
@@ -122,13 +119,8 @@ impl Tap {
         let app = axum::Router::new()
             .route("/mcp", axum::routing::any(tap_handler))
             .with_state(state);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
         Self {
-            url: format!("http://{addr}/mcp"),
+            url: format!("{}/mcp", serve(app).await),
             seen,
         }
     }
@@ -152,16 +144,21 @@ struct Setup {
 /// Demo server (JSON answers) <- tap <- sidecar (auth off, small limits), and an initialized
 /// client session; the tap's record starts empty.
 async fn setup(policy_extra: &str) -> Setup {
+    let extra = format!("max_body_bytes = {MAX_BODY}\nmax_batch = {MAX_BATCH}\n{policy_extra}");
+    let mut s = start_behind_tap(Workspace::new(), &extra, &[]).await;
+    s.client.initialize().await;
+    s.tap.take();
+    s
+}
+
+/// Demo server (JSON answers) <- tap <- a ready sidecar with `POLICIES` in `ws`, `policy_extra`
+/// and the extra environment `env`; the client is not initialized.
+async fn start_behind_tap(ws: Workspace, policy_extra: &str, env: &[(&str, &str)]) -> Setup {
     let demo = DemoServer::start("127.0.0.1:0", true);
     let tap = Tap::start(&demo.url).await;
-    let ws = Workspace::new();
-    ws.policy("refund.cedar", POLICIES);
-    let extra = format!("max_body_bytes = {MAX_BODY}\nmax_batch = {MAX_BATCH}\n{policy_extra}");
-    let sidecar = Sidecar::start(&ws.config(&tap.url, &extra));
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
-    tap.take();
+    ws.policy("refund.cedar", &POLICIES);
+    let sidecar = Sidecar::start_ready(&ws.config(&tap.url, policy_extra), env).await;
+    let client = McpClient::new(&sidecar.url);
     Setup {
         demo,
         tap,
@@ -193,6 +190,21 @@ impl Setup {
             content_type,
             body,
             headers,
+        )
+        .await
+    }
+
+    /// POSTs the tools/call `call` in its 2026-07-28 form ([`meta_2026`]) with 2026-07-28
+    /// headers that agree with it: `Mcp-Method: tools/call` and `Mcp-Name` its tool.
+    async fn post_2026(&self, call: Value) -> Reply {
+        let name = call["params"]["name"]
+            .as_str()
+            .expect("a tool name")
+            .to_owned();
+        self.post_raw(
+            "application/json",
+            meta_2026(call).to_string(),
+            &[V2026, ("mcp-method", "tools/call"), ("mcp-name", &name)],
         )
         .await
     }
@@ -746,21 +758,15 @@ async fn batch_upstream() -> (String, Arc<Mutex<Vec<Value>>>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/mcp"), received)
+    (format!("{}/mcp", serve(app).await), received)
 }
 
 #[tokio::test]
 async fn a_mixed_batch_gets_one_merged_answer_with_every_id() {
     let (upstream, received) = batch_upstream().await;
     let ws = Workspace::new();
-    ws.policy("refund.cedar", POLICIES);
-    let sidecar = Sidecar::start(&ws.config(&upstream, "schema = \"none\""));
-    sidecar.wait_ready().await;
+    ws.policy("refund.cedar", &POLICIES);
+    let sidecar = Sidecar::start_ready(&ws.config(&upstream, "schema = \"none\""), &[]).await;
     let reply = post_to(
         &sidecar.url,
         None,
@@ -864,6 +870,9 @@ async fn a_wrong_content_type_is_415_and_never_forwarded() {
     assert_eq!(forwarded_calls(&s.tap.take()).len(), 1);
 }
 
+/// The protocol version header of 2026-07-28.
+const V2026: (&str, &str) = ("mcp-protocol-version", "2026-07-28");
+
 fn meta_2026(mut body: Value) -> Value {
     body["params"]["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": "2026-07-28",
@@ -875,13 +884,13 @@ fn meta_2026(mut body: Value) -> Value {
 #[tokio::test]
 async fn protocol_2026_headers_that_disagree_with_the_body_are_refused_before_forwarding() {
     let s = setup("").await;
-    let body = meta_2026(call(json!(1), "get_order", json!({"order_id": "1"}))).to_string();
-    let v2026 = ("mcp-protocol-version", "2026-07-28");
+    let allowed = call(json!(1), "get_order", json!({"order_id": "1"}));
+    let body = meta_2026(allowed.clone()).to_string();
     let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
         (
             "name names another tool",
             vec![
-                v2026,
+                V2026,
                 ("mcp-method", "tools/call"),
                 ("mcp-name", "delete_order"),
             ],
@@ -889,17 +898,17 @@ async fn protocol_2026_headers_that_disagree_with_the_body_are_refused_before_fo
         (
             "method names another method",
             vec![
-                v2026,
+                V2026,
                 ("mcp-method", "tools/list"),
                 ("mcp-name", "get_order"),
             ],
         ),
-        ("name missing", vec![v2026, ("mcp-method", "tools/call")]),
-        ("both missing", vec![v2026]),
+        ("name missing", vec![V2026, ("mcp-method", "tools/call")]),
+        ("both missing", vec![V2026]),
         (
             "name differs in case",
             vec![
-                v2026,
+                V2026,
                 ("mcp-method", "tools/call"),
                 ("mcp-name", "Get_order"),
             ],
@@ -913,17 +922,7 @@ async fn protocol_2026_headers_that_disagree_with_the_body_are_refused_before_fo
         s.assert_nothing_forwarded(case).await;
     }
     // Headers that agree: decided and forwarded once, headers passed on.
-    let reply = s
-        .post_raw(
-            "application/json",
-            body.clone(),
-            &[
-                v2026,
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "get_order"),
-            ],
-        )
-        .await;
+    let reply = s.post_2026(allowed).await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(reply.message["result"]["isError"], false, "{reply:?}");
     let seen = s.tap.take();
@@ -940,7 +939,7 @@ async fn protocol_2026_headers_that_disagree_with_the_body_are_refused_before_fo
             denied,
             &[
                 ("mcp-protocol-version", "2025-06-18"),
-                v2026,
+                V2026,
                 ("mcp-method", "tools/call"),
                 ("mcp-name", "get_order"),
             ],
@@ -953,17 +952,8 @@ async fn protocol_2026_headers_that_disagree_with_the_body_are_refused_before_fo
     s.assert_nothing_forwarded("two version headers").await;
 
     // Agreeing headers do not make a denied call pass.
-    let denied = meta_2026(call(json!(2), "delete_order", json!({"order_id": "1"}))).to_string();
     let reply = s
-        .post_raw(
-            "application/json",
-            denied,
-            &[
-                v2026,
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "delete_order"),
-            ],
-        )
+        .post_2026(call(json!(2), "delete_order", json!({"order_id": "1"})))
         .await;
     assert_eq!(reply.message["error"]["code"], -32002, "{reply:?}");
     s.assert_nothing_forwarded("agreeing headers, denied call")
@@ -976,36 +966,16 @@ async fn protocol_2026_headers_that_disagree_with_the_body_are_refused_before_fo
 #[tokio::test]
 async fn a_tool_result_denial_in_protocol_2026_carries_result_type() {
     let s = setup("deny_style = \"tool_result\"").await;
-    let v2026 = ("mcp-protocol-version", "2026-07-28");
-
-    let allowed = meta_2026(call(json!(1), "get_order", json!({"order_id": "1"}))).to_string();
     let reply = s
-        .post_raw(
-            "application/json",
-            allowed,
-            &[
-                v2026,
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "get_order"),
-            ],
-        )
+        .post_2026(call(json!(1), "get_order", json!({"order_id": "1"})))
         .await;
     assert_eq!(
         reply.message["result"]["resultType"], "complete",
         "the upstream's own result: {reply:?}"
     );
 
-    let denied = meta_2026(call(json!(2), "delete_order", json!({"order_id": "1"}))).to_string();
     let reply = s
-        .post_raw(
-            "application/json",
-            denied,
-            &[
-                v2026,
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "delete_order"),
-            ],
-        )
+        .post_2026(call(json!(2), "delete_order", json!({"order_id": "1"})))
         .await;
     assert_eq!(reply.message["result"]["isError"], true, "{reply:?}");
     assert_eq!(
@@ -1013,17 +983,8 @@ async fn a_tool_result_denial_in_protocol_2026_carries_result_type() {
         "the sidecar's denial: {reply:?}"
     );
 
-    let invalid = meta_2026(call(json!(3), "process_refund", json!({"amount": "x"}))).to_string();
     let reply = s
-        .post_raw(
-            "application/json",
-            invalid,
-            &[
-                v2026,
-                ("mcp-method", "tools/call"),
-                ("mcp-name", "process_refund"),
-            ],
-        )
+        .post_2026(call(json!(3), "process_refund", json!({"amount": "x"})))
         .await;
     assert_eq!(
         reply.message["result"]["resultType"], "complete",
@@ -1065,16 +1026,13 @@ fn token_for(sub: &str) -> String {
 
 /// The demo server behind a sidecar with JWT auth (keys from a JWKS file).
 async fn setup_jwt() -> Setup {
-    let demo = DemoServer::start("127.0.0.1:0", true);
-    let tap = Tap::start(&demo.url).await;
     let ws = Workspace::new();
-    ws.policy("refund.cedar", POLICIES);
     let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED25519_X, "kid": "ed-1",
                                 "alg": "EdDSA", "use": "sig"}]});
     let jwks_file = ws.file("jwks.json", &jwks.to_string());
-    let config = ws.config(&tap.url, "");
-    let sidecar = Sidecar::start_with_env(
-        &config,
+    let s = start_behind_tap(
+        ws,
+        "",
         &[
             ("POLICY_SIDECAR_AUTH_MODE", "jwt"),
             ("POLICY_SIDECAR_AUTH_ISSUER", ISSUER),
@@ -1084,17 +1042,10 @@ async fn setup_jwt() -> Setup {
             ),
             ("POLICY_SIDECAR_AUTH_AUDIENCES", "mcp-gateway"),
         ],
-    );
-    sidecar.wait_ready().await;
-    let client = McpClient::new(&sidecar.url);
-    tap.take();
-    Setup {
-        demo,
-        tap,
-        sidecar,
-        client,
-        _ws: ws,
-    }
+    )
+    .await;
+    s.tap.take();
+    s
 }
 
 #[tokio::test]
@@ -1205,14 +1156,13 @@ async fn a_token_in_the_query_string_is_not_a_credential() {
 
 #[tokio::test]
 async fn upstream_killed_mid_run_then_restarted() {
-    let mut demo = DemoServer::start("127.0.0.1:0", false);
+    let Stack {
+        mut demo,
+        ws: _ws,
+        sidecar,
+        mut client,
+    } = Stack::start(&POLICIES).await;
     let addr = demo.addr();
-    let ws = Workspace::new();
-    ws.policy("refund.cedar", POLICIES);
-    let sidecar = Sidecar::start(&ws.config(&demo.url, ""));
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
     assert_eq!(
         client
             .call("get_order", json!({"order_id": "1"}))
@@ -1238,8 +1188,7 @@ async fn upstream_killed_mid_run_then_restarted() {
     assert_eq!(sidecar.admin_get("/livez").await.0, 200);
 
     let demo = DemoServer::start(&addr, false);
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
+    let mut client = McpClient::initialized(&sidecar.url).await;
     let back = client
         .call("process_refund", json!({"amount": 10, "customer_id": "C1"}))
         .await;
@@ -1311,12 +1260,7 @@ async fn endless_upstream() -> (String, Arc<Endless>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/mcp"), endless)
+    (format!("{}/mcp", serve(app).await), endless)
 }
 
 #[tokio::test]
@@ -1324,23 +1268,14 @@ async fn clients_that_go_away_mid_stream_leave_the_sidecar_serving() {
     let (upstream, endless) = endless_upstream().await;
     let ws = Workspace::new();
     ws.policy("all.cedar", "permit(principal, action, resource);");
-    let sidecar = Sidecar::start(&ws.config(&upstream, "schema = \"none\""));
-    sidecar.wait_ready().await;
+    let sidecar = Sidecar::start_ready(&ws.config(&upstream, "schema = \"none\""), &[]).await;
     let body = call(json!(1), "slow", json!({})).to_string();
 
     // Read a few events of a streaming answer, then drop the connection; several times.
     for round in 0..5 {
-        let mut response = http()
-            .post(&sidecar.url)
-            .header("content-type", "application/json")
-            .header("accept", "application/json, text/event-stream")
-            .body(body.clone())
-            .send()
-            .await
-            .expect("POST");
+        let mut response = post_without_session(&sidecar.url, body.clone()).await;
         assert_eq!(response.status().as_u16(), 200);
-        let first = tokio::time::timeout(Duration::from_secs(5), response.chunk()).await;
-        assert!(matches!(first, Ok(Ok(Some(_)))), "round {round}: {first:?}");
+        assert_streaming(&mut response, &format!("round {round}")).await;
         drop(response);
     }
     // A request cut off in the middle of its body, and a connection closed before its headers end.
@@ -1383,40 +1318,36 @@ async fn clients_that_go_away_mid_stream_leave_the_sidecar_serving() {
     assert_eq!(calls, 5, "the cut-off request was not forwarded");
 
     // And it still serves a whole answer.
-    let mut response = http()
-        .post(&sidecar.url)
+    let mut response = post_without_session(&sidecar.url, body).await;
+    assert_eq!(response.status().as_u16(), 200);
+    assert_streaming(&mut response, "after the cut-off requests").await;
+}
+
+/// POSTs the JSON `body` to `url` with only the content type and accept headers, and returns
+/// the response unread.
+async fn post_without_session(url: &str, body: String) -> reqwest::Response {
+    http()
+        .post(url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .body(body)
         .send()
         .await
-        .expect("POST");
-    assert_eq!(response.status().as_u16(), 200);
-    let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk()).await;
-    assert!(matches!(chunk, Ok(Ok(Some(_)))), "{chunk:?}");
+        .expect("POST")
 }
 
 #[tokio::test]
 async fn a_get_event_stream_dropped_by_the_client_leaves_the_sidecar_serving() {
-    let demo = DemoServer::start("127.0.0.1:0", false);
-    let ws = Workspace::new();
-    ws.policy("refund.cedar", POLICIES);
-    let sidecar = Sidecar::start(&ws.config(&demo.url, ""));
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
-    let session = client.session.clone().expect("session");
-    for _ in 0..3 {
-        let mut stream = http()
-            .get(&sidecar.url)
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", &session)
-            .send()
-            .await
-            .expect("GET");
+    let Stack {
+        demo,
+        ws: _ws,
+        sidecar,
+        mut client,
+    } = Stack::start(&POLICIES).await;
+    for round in 0..3 {
+        let mut stream = client.get_event_stream(&[]).await;
         assert_eq!(stream.status().as_u16(), 200);
-        let first = tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await;
-        assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
+        assert_streaming(&mut stream, &format!("round {round}")).await;
         drop(stream);
     }
     assert_eq!(sidecar.admin_get("/livez").await.0, 200);

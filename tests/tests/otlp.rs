@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::post;
-use e2e::{McpClient, Sidecar, Workspace, eventually, is_denied, is_tool_result};
+use e2e::{McpClient, Sidecar, Workspace, eventually, free_addr, is_denied, is_tool_result, serve};
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -111,12 +111,7 @@ async fn otlp_receiver() -> (String, Spans) {
     let app = axum::Router::new()
         .route("/v1/traces", post(receive))
         .with_state(Arc::clone(&spans));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}"), spans)
+    (serve(app).await, spans)
 }
 
 type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
@@ -145,17 +140,49 @@ async fn recording_upstream() -> (String, Seen) {
             ),
         )
         .with_state(Arc::clone(&seen));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/mcp"), seen)
+    (format!("{}/mcp", serve(app).await), seen)
 }
 
-fn start_sidecar(ws: &Workspace, upstream: &str, env: &[(&str, &str)]) -> Sidecar {
+/// A ready sidecar with `POLICIES` in front of `upstream`, exporting its spans to `collector`,
+/// with the extra environment `env`; and the workspace of its config, to keep while it runs.
+async fn start_sidecar(
+    upstream: &str,
+    collector: &str,
+    env: &[(&str, &str)],
+) -> (Workspace, Sidecar) {
+    let ws = Workspace::new();
     ws.policy("orders.cedar", POLICIES);
-    Sidecar::start_with_env(&ws.config(upstream, "schema = \"none\""), env)
+    let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", collector)];
+    all.extend_from_slice(env);
+    let sidecar = Sidecar::start_ready(&ws.config(upstream, "schema = \"none\""), &all).await;
+    (ws, sidecar)
+}
+
+/// A ready sidecar in front of a recording upstream, exporting its spans to a local receiver.
+struct Exporting {
+    /// The spans the receiver got.
+    spans: Spans,
+    /// What the upstream got.
+    seen: Seen,
+    /// The sidecar.
+    sidecar: Sidecar,
+    /// Its config and policies.
+    _ws: Workspace,
+}
+
+impl Exporting {
+    /// Starts the receiver, the upstream and the sidecar, run with the extra environment `env`.
+    async fn start(env: &[(&str, &str)]) -> Self {
+        let (collector, spans) = otlp_receiver().await;
+        let (upstream, seen) = recording_upstream().await;
+        let (ws, sidecar) = start_sidecar(&upstream, &collector, env).await;
+        Self {
+            spans,
+            seen,
+            sidecar,
+            _ws: ws,
+        }
+    }
 }
 
 fn order() -> Value {
@@ -238,21 +265,13 @@ fn assert_trace(spans: &Spans, seen: &Seen) {
 
 #[tokio::test]
 async fn exports_policy_spans_in_the_clients_trace_and_propagates_it_upstream() {
-    let (collector, spans) = otlp_receiver().await;
-    let (upstream, seen) = recording_upstream().await;
-    let ws = Workspace::new();
-    let sidecar = start_sidecar(
-        &ws,
-        &upstream,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ],
-    );
-    sidecar.wait_ready().await;
+    let run = Exporting::start(&[
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
 
-    let mut client = McpClient::new(&sidecar.url);
+    let mut client = McpClient::new(&run.sidecar.url);
     let allowed = client.call("get_order", order()).await;
     assert!(is_tool_result(&allowed), "{allowed:?}");
     let denied = client.call("delete_order", order()).await;
@@ -261,7 +280,8 @@ async fn exports_policy_spans_in_the_clients_trace_and_propagates_it_upstream() 
     eventually(
         "both AuthorizeAction spans and their request spans exported",
         || {
-            let names: Vec<String> = spans
+            let names: Vec<String> = run
+                .spans
                 .lock()
                 .expect("lock")
                 .iter()
@@ -276,60 +296,39 @@ async fn exports_policy_spans_in_the_clients_trace_and_propagates_it_upstream() 
         },
     )
     .await;
-    assert_trace(&spans, &seen);
+    assert_trace(&run.spans, &run.seen);
 }
 
 #[tokio::test]
 async fn sigterm_flushes_the_spans_still_queued() {
-    let (collector, spans) = otlp_receiver().await;
-    let (upstream, seen) = recording_upstream().await;
-    let ws = Workspace::new();
-    let mut sidecar = start_sidecar(
-        &ws,
-        &upstream,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
-            // Nothing is exported before shutdown by the schedule.
-            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
-        ],
-    );
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
+    let run = Exporting::start(&[
+        // Nothing is exported before shutdown by the schedule.
+        ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+    ])
+    .await;
+    let mut client = McpClient::new(&run.sidecar.url);
     assert!(is_tool_result(&client.call("get_order", order()).await));
     assert!(is_denied(&client.call("delete_order", order()).await));
 
-    sidecar.proc.terminate();
-    let status =
-        tokio::task::spawn_blocking(move || sidecar.proc.wait_exit(Duration::from_secs(15)))
-            .await
-            .expect("join");
+    run.sidecar.proc.terminate();
+    let status = run.sidecar.wait_exit(Duration::from_secs(15)).await;
     assert_eq!(status.code(), Some(0));
-    assert_trace(&spans, &seen);
-}
-
-/// A port nobody listens on: bind, read the port, close.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
+    assert_trace(&run.spans, &run.seen);
 }
 
 async fn calls_succeed_with_a_dead_collector(protocol: &str) {
     let (upstream, seen) = recording_upstream().await;
-    let ws = Workspace::new();
-    let collector = format!("http://127.0.0.1:{}", closed_port());
-    let mut sidecar = start_sidecar(
-        &ws,
+    let collector = format!("http://{}", free_addr());
+    let (_ws, mut sidecar) = start_sidecar(
         &upstream,
+        &collector,
         &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
             ("OTEL_BSP_SCHEDULE_DELAY", "10"),
             ("OTEL_BSP_MAX_QUEUE_SIZE", "16"),
         ],
-    );
-    sidecar.wait_ready().await;
+    )
+    .await;
 
     let mut client = McpClient::new(&sidecar.url);
     // More spans than the queue holds, while exports keep failing.

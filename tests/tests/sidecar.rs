@@ -4,36 +4,24 @@
 use std::time::Duration;
 
 use e2e::{
-    DemoServer, McpClient, Sidecar, Workspace, eventually, http, is_denied, is_tool_result,
-    sidecar_command,
+    DemoServer, McpClient, REFUND_POLICIES, Sidecar, Stack, Workspace, assert_streaming,
+    eventually, free_addr, http, is_denied, is_tool_result, serve, sidecar_command,
+    sidecar_command_async,
 };
 use serde_json::{Value, json};
-
-const REFUND_POLICIES: &str = r#"
-@id("refund_small")
-permit(principal, action == AgentCore::Action::"RefundTool___process_refund",
-       resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway")
-when { context.input.amount.lessThan(decimal("1000.0")) };
-
-// Any non-empty order id (a permit without conditions is refused as overly permissive).
-@id("orders_read")
-permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource)
-when { context.input.order_id != "" };
-"#;
 
 fn refund(amount: f64) -> Value {
     json!({"amount": amount, "customer_id": "C001"})
 }
 
 async fn allowed_and_denied_calls(json_response: bool) {
-    let demo = DemoServer::start("127.0.0.1:0", json_response);
-    let ws = Workspace::new();
-    ws.policy("refund.cedar", REFUND_POLICIES);
-    let sidecar = Sidecar::start(&ws.config(&demo.url, ""));
-    sidecar.wait_ready().await;
+    let Stack {
+        demo,
+        ws: _ws,
+        sidecar,
+        mut client,
+    } = Stack::start_with(REFUND_POLICIES, json_response, &[]).await;
 
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
     let mut tools = client.tool_names().await;
     tools.sort();
     assert_eq!(
@@ -74,27 +62,14 @@ async fn allowed_and_denied_calls(json_response: bool) {
     );
 
     // Metrics and the decision log saw both decisions.
-    let (_, metrics) = sidecar.admin_get("/metrics").await;
-    assert!(
-        metrics.contains(
-            r#"mcp_policy_decisions_total{decision="ALLOW",mode="ENFORCE",tool="process_refund"} 1"#
-        ),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(
-            r#"mcp_policy_decisions_total{decision="DENY",mode="ENFORCE",tool="process_refund"} 1"#
-        ),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains(r#"mcp_policy_list_filtered_tools_total{result="denied"} 2"#),
-        "{metrics}"
-    );
-    assert!(
-        metrics.contains("mcp_policy_evaluation_seconds_count 3"),
-        "{metrics}"
-    );
+    sidecar
+        .assert_metrics(&[
+            r#"mcp_policy_decisions_total{decision="ALLOW",mode="ENFORCE",tool="process_refund"} 1"#,
+            r#"mcp_policy_decisions_total{decision="DENY",mode="ENFORCE",tool="process_refund"} 1"#,
+            r#"mcp_policy_list_filtered_tools_total{result="denied"} 2"#,
+            "mcp_policy_evaluation_seconds_count 3",
+        ])
+        .await;
     let mut denial = None;
     eventually("decision log lines", || {
         denial = sidecar.decisions().into_iter().find(|d| {
@@ -126,23 +101,17 @@ async fn allows_permitted_call_and_denied_call_never_reaches_upstream_json() {
 
 #[tokio::test]
 async fn get_event_stream_and_delete_pass_through() {
-    let demo = DemoServer::start("127.0.0.1:0", false);
-    let ws = Workspace::new();
-    ws.policy("refund.cedar", REFUND_POLICIES);
-    let sidecar = Sidecar::start(&ws.config(&demo.url, ""));
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
+    let Stack {
+        demo,
+        ws: _ws,
+        sidecar,
+        mut client,
+    } = Stack::start(REFUND_POLICIES).await;
     let session = client.session.clone().expect("session id");
 
-    let mut stream = http()
-        .get(&sidecar.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", &session)
-        .header("mcp-protocol-version", "2025-06-18")
-        .send()
-        .await
-        .expect("GET");
+    let mut stream = client
+        .get_event_stream(&[("mcp-protocol-version", "2025-06-18")])
+        .await;
     assert_eq!(stream.status().as_u16(), 200);
     let content_type = stream.headers()["content-type"]
         .to_str()
@@ -153,8 +122,7 @@ async fn get_event_stream_and_delete_pass_through() {
         "{content_type}"
     );
     // The stream is open and streaming: its first event arrives without the stream ending.
-    let first = tokio::time::timeout(Duration::from_secs(5), stream.chunk()).await;
-    assert!(matches!(first, Ok(Ok(Some(_)))), "{first:?}");
+    assert_streaming(&mut stream, "the event stream").await;
 
     let deleted = http()
         .delete(&sidecar.url)
@@ -172,13 +140,12 @@ async fn get_event_stream_and_delete_pass_through() {
 
 #[tokio::test]
 async fn hot_reload_adds_a_forbid_and_a_broken_edit_keeps_the_last_good_set() {
-    let demo = DemoServer::start("127.0.0.1:0", false);
-    let ws = Workspace::new();
-    ws.policy("refund.cedar", REFUND_POLICIES);
-    let sidecar = Sidecar::start(&ws.config(&demo.url, ""));
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
+    let Stack {
+        demo: _demo,
+        ws,
+        sidecar,
+        mut client,
+    } = Stack::start(REFUND_POLICIES).await;
     assert!(is_tool_result(
         &client.call("process_refund", refund(600.0)).await
     ));
@@ -213,14 +180,12 @@ when { context.input.amount.greaterThan(decimal("500.0")) };
         "limits.cedar",
         "@id(\"forbid_over_500\")\nforbid(principal, action,\n",
     );
-    eventually("the failed reload is counted", || async {
-        sidecar
-            .admin_get("/metrics")
-            .await
-            .1
-            .contains(r#"mcp_policy_reloads_total{result="failure"} 1"#)
-    })
-    .await;
+    sidecar
+        .wait_metric(
+            "the failed reload is counted",
+            r#"mcp_policy_reloads_total{result="failure"} 1"#,
+        )
+        .await;
     assert!(
         is_denied(&client.call("process_refund", refund(600.0)).await),
         "forbid still active"
@@ -246,23 +211,20 @@ when { context.input.amount.greaterThan(decimal("500.0")) };
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(allowed_again, "the deleted forbid no longer applies");
-    let (_, metrics) = sidecar.admin_get("/metrics").await;
-    assert!(
-        metrics.contains(r#"mcp_policy_reloads_total{result="success"} 3"#),
-        "{metrics}"
-    );
+    sidecar
+        .assert_metrics(&[r#"mcp_policy_reloads_total{result="success"} 3"#])
+        .await;
 }
 
 #[tokio::test]
 async fn upstream_down_is_a_502_and_the_sidecar_recovers_when_it_is_back() {
-    let mut demo = DemoServer::start("127.0.0.1:0", false);
+    let Stack {
+        mut demo,
+        ws: _ws,
+        sidecar,
+        mut client,
+    } = Stack::start(REFUND_POLICIES).await;
     let addr = demo.addr();
-    let ws = Workspace::new();
-    ws.policy("refund.cedar", REFUND_POLICIES);
-    let sidecar = Sidecar::start(&ws.config(&demo.url, ""));
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
     assert!(is_tool_result(
         &client.call("get_order", json!({"order_id": "O1"})).await
     ));
@@ -280,15 +242,12 @@ async fn upstream_down_is_a_502_and_the_sidecar_recovers_when_it_is_back() {
         200,
         "the sidecar keeps serving"
     );
-    let (_, metrics) = sidecar.admin_get("/metrics").await;
-    assert!(
-        metrics.contains(r#"mcp_policy_upstream_responses_total{status="error"}"#),
-        "{metrics}"
-    );
+    sidecar
+        .assert_metrics(&[r#"mcp_policy_upstream_responses_total{status="error"}"#])
+        .await;
 
     let demo = DemoServer::start(&addr, false);
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
+    let mut client = McpClient::initialized(&sidecar.url).await;
     assert!(is_tool_result(
         &client.call("get_order", json!({"order_id": "O2"})).await
     ));
@@ -298,10 +257,7 @@ async fn upstream_down_is_a_502_and_the_sidecar_recovers_when_it_is_back() {
 #[tokio::test]
 async fn readyz_is_503_until_the_upstream_tools_are_loaded() {
     // A free port for the upstream, which starts later.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .to_string();
+    let addr = free_addr();
     let ws = Workspace::new();
     ws.policy("refund.cedar", REFUND_POLICIES);
     let sidecar = Sidecar::start(&ws.config(&format!("http://{addr}/mcp"), ""));
@@ -314,8 +270,7 @@ async fn readyz_is_503_until_the_upstream_tools_are_loaded() {
 
     let _demo = DemoServer::start(&addr, false);
     sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
+    let mut client = McpClient::initialized(&sidecar.url).await;
     // Typed by the fetched schema: `number` accepts an integer JSON value.
     assert!(is_tool_result(
         &client
@@ -345,12 +300,7 @@ async fn slow_upstream(delay: Duration) -> (String, tokio::sync::mpsc::Unbounded
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (format!("http://{addr}/mcp"), rx)
+    (format!("{}/mcp", serve(app).await), rx)
 }
 
 #[tokio::test]
@@ -358,8 +308,7 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let (upstream, mut received) = slow_upstream(Duration::from_millis(1500)).await;
     let ws = Workspace::new();
     ws.policy("all.cedar", "permit(principal, action, resource);");
-    let mut sidecar = Sidecar::start(&ws.config(&upstream, "schema = \"none\""));
-    sidecar.wait_ready().await;
+    let sidecar = Sidecar::start_ready(&ws.config(&upstream, "schema = \"none\""), &[]).await;
 
     let client = McpClient::new(&sidecar.url);
     let in_flight = tokio::spawn(async move {
@@ -376,25 +325,23 @@ async fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
     let answer = in_flight.await.expect("join");
     assert_eq!(answer.status, 200);
     assert_eq!(answer.message["result"]["content"][0]["text"], "slow done");
-    let status =
-        tokio::task::spawn_blocking(move || sidecar.proc.wait_exit(Duration::from_secs(10)))
-            .await
-            .expect("join");
+    let status = sidecar.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]
 async fn log_only_mode_from_the_environment_forwards_and_records_denials() {
-    let demo = DemoServer::start("127.0.0.1:0", false);
-    let ws = Workspace::new();
-    ws.policy("refund.cedar", REFUND_POLICIES);
-    let sidecar = Sidecar::start_with_env(
-        &ws.config(&demo.url, ""),
+    let Stack {
+        demo,
+        ws: _ws,
+        sidecar,
+        mut client,
+    } = Stack::start_with(
+        REFUND_POLICIES,
+        false,
         &[("POLICY_SIDECAR_POLICY_MODE", "LOG_ONLY")],
-    );
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
+    )
+    .await;
     assert_eq!(
         client.tool_names().await.len(),
         4,
@@ -404,35 +351,28 @@ async fn log_only_mode_from_the_environment_forwards_and_records_denials() {
         &client.call("process_refund", refund(5000.0)).await
     ));
     assert_eq!(demo.calls().await.len(), 1, "the denied call was forwarded");
-    let (_, metrics) = sidecar.admin_get("/metrics").await;
-    assert!(
-        metrics.contains(
-            r#"mcp_policy_decisions_total{decision="DENY",mode="LOG_ONLY",tool="process_refund"} 1"#
-        ),
-        "{metrics}"
-    );
+    sidecar
+        .assert_metrics(&[
+            r#"mcp_policy_decisions_total{decision="DENY",mode="LOG_ONLY",tool="process_refund"} 1"#,
+        ])
+        .await;
 }
 
 #[tokio::test]
 async fn sigterm_ends_open_event_streams_and_exits_without_waiting_the_grace_period() {
-    let demo = DemoServer::start("127.0.0.1:0", false);
-    let ws = Workspace::new();
-    ws.policy("refund.cedar", REFUND_POLICIES);
     // A grace period far longer than the test may take: the exit must not wait for it.
-    let mut sidecar = Sidecar::start_with_env(
-        &ws.config(&demo.url, ""),
+    let Stack {
+        demo: _demo,
+        ws: _ws,
+        sidecar,
+        client,
+    } = Stack::start_with(
+        REFUND_POLICIES,
+        false,
         &[("POLICY_SIDECAR_LISTEN_SHUTDOWN_GRACE_MS", "60000")],
-    );
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
-    let mut stream = http()
-        .get(&sidecar.url)
-        .header("accept", "text/event-stream")
-        .header("mcp-session-id", client.session.clone().expect("session"))
-        .send()
-        .await
-        .expect("GET");
+    )
+    .await;
+    let mut stream = client.get_event_stream(&[]).await;
     assert_eq!(stream.status().as_u16(), 200);
     sidecar.proc.terminate();
     let ended = tokio::time::timeout(Duration::from_secs(10), async {
@@ -440,10 +380,7 @@ async fn sigterm_ends_open_event_streams_and_exits_without_waiting_the_grace_per
     })
     .await;
     assert!(ended.is_ok(), "the event stream ended at shutdown");
-    let status =
-        tokio::task::spawn_blocking(move || sidecar.proc.wait_exit(Duration::from_secs(10)))
-            .await
-            .expect("join");
+    let status = sidecar.wait_exit(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
 }
 
@@ -550,11 +487,8 @@ async fn schema_subcommand_prints_the_cedar_schema_of_the_upstream_tools() {
     let ws = Workspace::new();
     ws.policy("refund.cedar", REFUND_POLICIES);
     let config = ws.config(&demo.url, "");
-    let config = config.to_str().expect("utf8").to_owned();
     let (code, out, err) =
-        tokio::task::spawn_blocking(move || sidecar_command(&["schema", "--config", &config]))
-            .await
-            .expect("join");
+        sidecar_command_async(&["schema", "--config", config.to_str().expect("utf8")]).await;
     assert_eq!(code, 0, "{err}");
     for tool in [
         "delete_order",
@@ -580,11 +514,8 @@ async fn validate_finds_a_misspelt_action_against_the_upstream_schema() {
         "@id(\"typo\")\npermit(principal,\n  action == AgentCore::Action::\"RefundTool___proces_refund\", resource);\n",
     );
     let config = ws.config(&demo.url, "");
-    let config = config.to_str().expect("utf8").to_owned();
     let (code, out, err) =
-        tokio::task::spawn_blocking(move || sidecar_command(&["validate", "--config", &config]))
-            .await
-            .expect("join");
+        sidecar_command_async(&["validate", "--config", config.to_str().expect("utf8")]).await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("typo.cedar:3:"), "file and line: {out}");
     assert!(out.contains("policy `typo`"), "{out}");
@@ -686,11 +617,8 @@ async fn a_set_with_findings_is_refused_at_start_and_on_reload() {
     ws.file("tools.json", TOOLS);
     let permissive = ws.policy("refund.cedar", PERMISSIVE);
     let config = ws.config(&demo.url, "schema = \"tools.json\"");
-    let run = config.to_str().expect("utf8").to_owned();
     let (code, _, err) =
-        tokio::task::spawn_blocking(move || sidecar_command(&["run", "--config", &run]))
-            .await
-            .expect("join");
+        sidecar_command_async(&["run", "--config", config.to_str().expect("utf8")]).await;
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("overly permissive"), "{err}");
     std::fs::remove_file(permissive).expect("remove");
@@ -700,10 +628,8 @@ async fn a_set_with_findings_is_refused_at_start_and_on_reload() {
         r#"permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
 when { context.input.amount.lessThan(decimal("1000.0")) };"#,
     );
-    let sidecar = Sidecar::start(&config);
-    sidecar.wait_ready().await;
-    let mut client = McpClient::new(&sidecar.url);
-    client.initialize().await;
+    let sidecar = Sidecar::start_ready(&config, &[]).await;
+    let mut client = McpClient::initialized(&sidecar.url).await;
     assert!(is_denied(
         &client.call("process_refund", refund(5000.0)).await
     ));
@@ -712,14 +638,12 @@ when { context.input.amount.lessThan(decimal("1000.0")) };"#,
         "open.cedar",
         "permit(principal, action == AgentCore::Action::\"RefundTool___process_refund\", resource);",
     );
-    eventually("the refused reload is counted", || async {
-        sidecar
-            .admin_get("/metrics")
-            .await
-            .1
-            .contains(r#"mcp_policy_reloads_total{result="failure"} 1"#)
-    })
-    .await;
+    sidecar
+        .wait_metric(
+            "the refused reload is counted",
+            r#"mcp_policy_reloads_total{result="failure"} 1"#,
+        )
+        .await;
     assert!(
         sidecar
             .proc
