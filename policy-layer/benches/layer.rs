@@ -38,13 +38,18 @@ fn policies(n: usize) -> String {
 }
 
 fn engine(n: usize, tools: usize) -> PolicyEngine {
+    engine_with(n, tools, "")
+}
+
+/// [`engine`] with `extra` policies after the `n`.
+fn engine_with(n: usize, tools: usize, extra: &str) -> PolicyEngine {
     let model = ModelConfig {
         target: "RefundTool".into(),
         ..ModelConfig::default()
     };
-    let engine =
-        PolicyEngine::from_sources(model, &[PolicySource::new("bench.cedar", policies(n))])
-            .expect("policies load");
+    let text = policies(n) + extra;
+    let engine = PolicyEngine::from_sources(model, &[PolicySource::new("bench.cedar", text)])
+        .expect("policies load");
     let mut list = vec![refund_tool()];
     for i in 1..tools {
         list.push(json!({"name": format!("tool_{i}"), "inputSchema": {"type": "object", "properties": {"amount": {"type": "integer"}}}}));
@@ -116,20 +121,30 @@ fn bench_snapshot(c: &mut Criterion) {
 
 fn bench_list(c: &mut Criterion) {
     let identity = policy_layer::auth::Identity::anonymous();
-    let snapshot = engine(100, 1_000).snapshot().expect("snapshot");
     let names: Vec<String> = std::iter::once("process_refund".to_owned())
         .chain((1..1_000).map(|i| format!("tool_{i}")))
         .collect();
     let mut group = c.benchmark_group("engine/partially_authorize");
     group.throughput(Throughput::Elements(names.len() as u64));
-    group.bench_function("1000_tools_100_policies", |b| {
-        b.iter(|| {
-            let lister = snapshot.lister(&identity);
-            for name in &names {
-                black_box(lister.listing(name).expect("decides"));
-            }
+    // Most tools named by no policy (answered from the index), and every tool under a
+    // permit on a group whose condition needs the input (each one partially evaluated).
+    let group_permit = r#"
+        permit(principal, action in AgentCore::Action::"CallTool", resource)
+        when { context.input has amount && context.input.amount < 10 };"#;
+    for (label, extra) in [
+        ("1000_tools_100_policies", ""),
+        ("1000_tools_100_policies_group_permit", group_permit),
+    ] {
+        let snapshot = engine_with(100, 1_000, extra).snapshot().expect("snapshot");
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let lister = snapshot.lister(&identity);
+                for name in &names {
+                    black_box(lister.listing(name).expect("decides"));
+                }
+            });
         });
-    });
+    }
     group.finish();
 }
 
