@@ -51,21 +51,12 @@ done
 
 # --- build --------------------------------------------------------------------------------
 step "building demo-tool-server and policy-sidecar (release; the first build takes several minutes)"
-target="${CARGO_TARGET_DIR:-$root/target}"
-(cd "$root" && cargo build --release --quiet -p refund-tool -p policy-sidecar)
-bin="$target/release"
+source "$root/scripts/lib/processes.sh"
+build_release
 
 # --- processes ----------------------------------------------------------------------------
-run="$(mktemp -d "${TMPDIR:-/tmp}/mcp-policy-demo.XXXXXX")"
-source "$root/scripts/lib/processes.sh"
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_processes
-    rm -rf "$run"
-    exit "$status"
-}
-trap cleanup EXIT
+use_scratch mcp-policy-demo
+run="$scratch"
 trap 'echo; info "stopping"; exit 0' INT TERM
 
 # Waits until FILE has a line matching PATTERN (prints it) or process PID exits.

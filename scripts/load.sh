@@ -69,21 +69,12 @@ NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
 
 # --- build --------------------------------------------------------------------------------
 step "building demo-tool-server and policy-sidecar (release)"
-target="${CARGO_TARGET_DIR:-$root/target}"
-(cd "$root" && cargo build --release --quiet -p refund-tool -p policy-sidecar)
-bin="$target/release"
+source "$root/scripts/lib/processes.sh"
+build_release
 
 # --- process handling ---------------------------------------------------------------------
-tmp="$(mktemp -d "${TMPDIR:-/tmp}/mcp-policy-load.XXXXXX")"
-source "$root/scripts/lib/processes.sh"
-cleanup() {
-    local status=$?
-    trap - EXIT INT TERM
-    stop_processes
-    rm -rf "$tmp"
-    exit "$status"
-}
-trap cleanup EXIT
+use_scratch mcp-policy-load
+tmp="$scratch"
 trap 'exit 130' INT TERM
 
 # Stops one process started here (TERM, then KILL after 5 s).

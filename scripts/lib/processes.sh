@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# Sourced by the project's scripts: the processes a script starts go into `pids`, and
-# `stop_processes` (called from the script's EXIT trap) stops them all.
+# Sourced by the project's scripts that run the demo tool server and the sidecar: the release
+# build, a scratch folder, and the processes a script starts (in `pids`), all cleaned up on exit.
 pids=()
 
 # Stops every process in `pids`: TERM to all, then KILL whatever is left after 5 s; reaps them.
@@ -13,4 +13,26 @@ stop_processes() {
         wait "$pid" 2>/dev/null || true
     done
     pids=()
+}
+
+# Builds the demo tool server and policy-sidecar (release); sets `bin` to their folder.
+# Needs `root`, the checkout.
+build_release() {
+    (cd "$root" && cargo build --release --quiet -p refund-tool -p policy-sidecar)
+    bin="${CARGO_TARGET_DIR:-$root/target}/release"
+}
+
+# Makes a scratch folder, `scratch`, and an EXIT trap that stops the processes in `pids` and
+# removes the folder, keeping the script's exit status.
+use_scratch() {
+    scratch="$(mktemp -d "${TMPDIR:-/tmp}/$1.XXXXXX")"
+    trap cleanup_on_exit EXIT
+}
+
+cleanup_on_exit() {
+    local status=$?
+    trap - EXIT INT TERM
+    stop_processes
+    rm -rf "$scratch"
+    exit "$status"
 }
