@@ -14,7 +14,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use policy_layer::{CallRecord, DecisionObserver, ListRecord};
+use policy_layer::{CallRecord, DecisionObserver, ListRecord, Mode};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -186,14 +186,40 @@ enum Line<'a> {
     List(ListLine<'a>),
 }
 
+/// The fields every line starts with.
 #[derive(Serialize)]
-struct CallLine<'a> {
+struct Head<'a> {
     time: Now,
     kind: &'static str,
     trace_id: &'a str,
     engine: &'a str,
     mode: &'static str,
     principal: &'a str,
+}
+
+impl<'a> Head<'a> {
+    fn new(
+        kind: &'static str,
+        trace_id: &'a str,
+        engine: &'a str,
+        mode: Mode,
+        principal: &'a str,
+    ) -> Self {
+        Self {
+            time: Now,
+            kind,
+            trace_id,
+            engine,
+            mode: mode.as_str(),
+            principal,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CallLine<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
     tool: &'a str,
     action: &'a str,
     request_id: &'a Value,
@@ -230,12 +256,8 @@ enum Arguments<'a> {
 
 #[derive(Serialize)]
 struct ListLine<'a> {
-    time: Now,
-    kind: &'static str,
-    trace_id: &'a str,
-    engine: &'a str,
-    mode: &'static str,
-    principal: &'a str,
+    #[serde(flatten)]
+    head: Head<'a>,
     allowed_tools: &'a [String],
     denied_tools: &'a [String],
     latency_us: u64,
@@ -270,12 +292,13 @@ fn call_line<'a>(
         Err(error) => (NONE, None, Some(Errors::Failed([error.to_string()])), None),
     };
     Line::Call(CallLine {
-        time: Now,
-        kind: "tools/call",
-        trace_id,
-        engine: record.engine,
-        mode: record.mode.as_str(),
-        principal: &record.principal,
+        head: Head::new(
+            "tools/call",
+            trace_id,
+            record.engine,
+            record.mode,
+            &record.principal,
+        ),
         tool: record.tool,
         action: &record.action,
         request_id: record.request_id,
@@ -303,12 +326,13 @@ fn list_line<'a>(
     dropped_before: Option<u64>,
 ) -> Line<'a> {
     Line::List(ListLine {
-        time: Now,
-        kind: "tools/list",
-        trace_id,
-        engine: record.engine,
-        mode: record.mode.as_str(),
-        principal: &record.principal,
+        head: Head::new(
+            "tools/list",
+            trace_id,
+            record.engine,
+            record.mode,
+            &record.principal,
+        ),
         allowed_tools: &record.allowed,
         denied_tools: &record.denied,
         latency_us: micros(record.latency),
@@ -376,7 +400,6 @@ mod tests {
     use std::time::Duration;
 
     use cedar_policy::Decision;
-    use policy_layer::Mode;
     use policy_layer::engine::Outcome;
     use serde_json::json;
 
