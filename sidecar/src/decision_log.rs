@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 
 /// Bytes of lines waiting for the writer thread at most.
 pub const BUFFER_BYTES: usize = 8 << 20;
+/// The capacity each of the two buffers keeps once written out.
+const IDLE_BUFFER_BYTES: usize = 64 << 10;
 
 tokio::task_local! {
     /// The W3C trace id of the request being handled (empty when the client sent none).
@@ -160,7 +162,9 @@ impl Shared {
                 lock(&self.state).closed = true;
                 return;
             }
+            // A burst may have grown the buffer to megabytes: do not keep that for good.
             batch.clear();
+            batch.shrink_to(IDLE_BUFFER_BYTES);
         }
     }
 }
