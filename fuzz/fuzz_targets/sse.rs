@@ -57,7 +57,7 @@ struct Received {
 
 /// Feeds the chunks as the response body does: it stops after the error's output.
 fn receive<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Received {
-    let rewrite = Rewrite::for_fuzzing(
+    let rewrite = Rewrite::for_testing(
         pending(),
         vec![LOCAL_ANSWER.to_owned()],
         Some(Arc::clone(&SNAPSHOT)),

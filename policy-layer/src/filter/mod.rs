@@ -44,14 +44,14 @@ impl std::fmt::Debug for Rewrite {
     }
 }
 
-/// A rewrite for the fuzz targets in `fuzz/`, which cannot set the crate's own fields: lists
-/// filtered by `snapshot` for an anonymous caller under default settings. Compiled only under
-/// `cfg(fuzzing)`, which `cargo fuzz` sets.
-#[cfg(fuzzing)]
+/// A rewrite for the unit tests and the fuzz targets in `fuzz/` (which cannot set the crate's
+/// own fields): lists filtered by `snapshot` for an anonymous caller under default settings.
+/// Compiled only for tests and under `cfg(fuzzing)`, which `cargo fuzz` sets.
+#[cfg(any(test, fuzzing))]
 impl Rewrite {
     /// Pending `list_ids`, `local_answers` to send first, and the policies to filter with.
     #[must_use]
-    pub fn for_fuzzing(
+    pub fn for_testing(
         list_ids: Vec<Value>,
         local_answers: Vec<String>,
         snapshot: Option<Arc<Snapshot>>,

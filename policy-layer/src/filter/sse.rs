@@ -251,30 +251,12 @@ fn lines(text: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::auth::Identity;
-    use crate::config::Settings;
-    use crate::record::NoObserver;
 
     fn rewriter(list_ids: Vec<Value>, local_answers: Vec<String>) -> SseRewriter {
-        SseRewriter::new(
-            Rewrite {
-                list_ids,
-                local_answers,
-                batch: false,
-                marked: false,
-                snapshot: None,
-                identity: Arc::new(Identity::anonymous()),
-                settings: Arc::new(Settings::default()),
-                observer: Arc::new(NoObserver),
-                span: tracing::Span::none(),
-            },
-            1024,
-        )
+        SseRewriter::new(Rewrite::for_testing(list_ids, local_answers, None), 1024)
     }
 
     fn feed_all(r: &mut SseRewriter, chunks: &[&str]) -> String {
