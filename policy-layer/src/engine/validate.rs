@@ -191,13 +191,9 @@ pub fn validate(
         .iter()
         .map(|f| f.policy.as_str())
         .collect();
-    let impossible = validated
+    validated
         .impossible
-        .iter()
-        .filter(|id| !found.contains(id.as_str()))
-        .cloned()
-        .collect();
-    validated.impossible = impossible;
+        .retain(|id| !found.contains(id.as_str()));
     validated
 }
 
