@@ -17,6 +17,7 @@ use std::time::SystemTime;
 use policy_layer::{CallRecord, DecisionObserver, ListRecord, Mode};
 use serde::Serialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::metrics::Metrics;
 
@@ -254,7 +255,7 @@ enum Errors<'a> {
 #[derive(Serialize)]
 #[serde(untagged)]
 enum Arguments<'a> {
-    Logged(Option<&'a Value>),
+    Logged(Option<&'a RawValue>),
     Redacted(&'static str),
 }
 
@@ -315,7 +316,8 @@ fn call_line<'a>(
         shadow_matched: shadow.map(|s| s.0),
         shadow_flipping: shadow.map(|s| s.1),
         arguments: if log_arguments {
-            Arguments::Logged(record.arguments)
+            // The arguments as the client wrote them (checked JSON text).
+            Arguments::Logged(record.arguments.and_then(|a| serde_json::from_str(a).ok()))
         } else {
             Arguments::Redacted("[redacted]")
         },
@@ -409,7 +411,7 @@ mod tests {
 
     use super::*;
 
-    fn record<'a>(outcome: &'a Outcome, id: &'a Value, args: &'a Value) -> CallRecord<'a> {
+    fn record<'a>(outcome: &'a Outcome, id: &'a Value, args: &'a str) -> CallRecord<'a> {
         CallRecord {
             engine: "RefundPolicyEngine",
             mode: Mode::Enforce,
@@ -437,7 +439,7 @@ mod tests {
             shadow_matched: vec![],
             shadow_flipping: vec![],
         };
-        let (id, args) = (json!(7), json!({"amount": 5000}));
+        let (id, args) = (json!(7), json!({"amount": 5000}).to_string());
         let record = record(&outcome, &id, &args);
         let entry = to_value(&call_line(&record, false, "abc", None));
         assert_eq!(entry["kind"], "tools/call");
@@ -462,7 +464,9 @@ mod tests {
 
     #[test]
     fn call_line_of_a_failed_decision_names_the_error() {
-        let error = policy_layer::engine::AuthorizeError::Engine("boom".to_owned());
+        let error = policy_layer::engine::AuthorizeError::Engine(
+            policy_layer::engine::EngineError::Request("boom".to_owned()),
+        );
         let unused = Outcome {
             decision: Decision::Allow,
             determining: vec![],
@@ -474,7 +478,7 @@ mod tests {
         let record = CallRecord {
             outcome: Err(&error),
             arguments: None,
-            ..record(&unused, &id, &Value::Null)
+            ..record(&unused, &id, "null")
         };
         let entry = to_value(&call_line(&record, true, "", None));
         assert_eq!(entry["decision"], "ERROR");

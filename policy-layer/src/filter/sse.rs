@@ -1,6 +1,7 @@
-//! A `text/event-stream` rewriter: only the event carrying a pending tools/list response is
-//! rewritten; every other event passes through byte for byte, as soon as it is complete; once
-//! nothing is pending, chunks pass through as they arrive.
+//! A `text/event-stream` rewriter: an event a client could take for a tools/list answer is
+//! rewritten (filtered); every other event passes through byte for byte, as soon as it is
+//! complete. Every event is read whole before it leaves, so none is longer than the limit: a
+//! longer one ends the stream (fail closed), the pending lists answered with the failure.
 //!
 //! Hand-written rather than an SSE crate's parser, because passing foreign events through
 //! byte-exact needs the raw event text, which parsers discard.
@@ -46,15 +47,11 @@ impl SseRewriter {
     ///
     /// # Errors
     /// [`EventTooLarge`] when an event, with the blank line that ends it, is longer than the
-    /// limit while a list is pending (an incomplete one as soon as it cannot fit, so the
-    /// outcome does not depend on how the stream is split into chunks); the pending lists
-    /// have then been answered with the failure in `out`.
+    /// limit (an incomplete one as soon as it cannot fit, so the outcome does not depend on
+    /// how the stream is split into chunks); the pending lists have then been answered with
+    /// the failure in `out`.
     pub fn feed(&mut self, chunk: Bytes) -> Result<Bytes, (Bytes, EventTooLarge)> {
         let mut out = self.start();
-        if !self.pending() && self.buf.is_empty() {
-            out.extend_from_slice(&chunk);
-            return Ok(out.freeze());
-        }
         self.buf.extend_from_slice(&chunk);
         let rest = loop {
             let (end, sep) = match find_boundary(&self.buf) {
@@ -62,18 +59,12 @@ impl SseRewriter {
                 incomplete => break incomplete,
             };
             let event = self.buf.split_to(end + sep).freeze();
-            if !self.pending() {
-                out.extend_from_slice(&event);
-            } else if event.len() > self.max_event_bytes {
+            if event.len() > self.max_event_bytes {
                 return Err(self.too_large(out));
-            } else {
-                self.event(&event[..end], &event[end..], &mut out);
             }
+            self.event(&event[..end], &event[end..], &mut out);
         };
-        if !self.pending() {
-            out.extend_from_slice(&self.buf);
-            self.buf.clear();
-        } else if self.buf.len() > self.max_event_bytes
+        if self.buf.len() > self.max_event_bytes
             || (rest == Boundary::Incomplete && self.buf.len() == self.max_event_bytes)
         {
             // The shortest event these bytes can start is already too long: as they are, if
@@ -85,26 +76,28 @@ impl SseRewriter {
 
     /// Answers the pending lists with the failure and drops what is buffered.
     fn too_large(&mut self, mut out: BytesMut) -> (Bytes, EventTooLarge) {
-        let failure = self.rewrite.fail_pending();
-        push_event(&mut out, &[], &failure, b"\n\n");
+        if let Some(failure) = self.rewrite.fail_pending() {
+            push_event(&mut out, &[], &failure, b"\n\n");
+        }
         self.buf.clear();
         (out.freeze(), EventTooLarge(self.max_event_bytes))
     }
 
-    /// The stream ended: flush what is left; lists still pending fail closed.
+    /// The stream ended: flush what is left; lists still pending fail closed. An unterminated
+    /// last event, which a conforming client drops, passes as it came unless it may hold a
+    /// list answer (a lenient client might read it): then it is filtered and ended.
     #[must_use]
     pub fn finish(&mut self) -> Bytes {
         let mut out = self.start();
         if !self.buf.is_empty() {
             let rest = self.buf.split().freeze();
-            if self.pending() {
+            if self.pending() || may_list(&rest) {
                 self.event(&rest, b"", &mut out);
             } else {
                 out.extend_from_slice(&rest);
             }
         }
-        if self.pending() {
-            let failure = self.rewrite.fail_pending();
+        if let Some(failure) = self.rewrite.fail_pending() {
             push_event(&mut out, &[], &failure, b"\n\n");
         }
         out.freeze()
@@ -132,6 +125,14 @@ impl SseRewriter {
             event.strip_prefix(BOM).unwrap_or(event)
         };
         self.sent = true;
+        // The stream ended inside this event (`finish`): end it here, or the failure that
+        // follows for a list still pending would run into its last line and be lost.
+        let sep = if sep.is_empty() { b"\n\n" } else { sep };
+        if !self.pending() && !may_list(text) {
+            out.extend_from_slice(event);
+            out.extend_from_slice(sep);
+            return;
+        }
         let mut data = String::new();
         let mut others: Vec<&[u8]> = Vec::new();
         let mut has_data = false;
@@ -152,9 +153,6 @@ impl SseRewriter {
                 others.push(line);
             }
         }
-        // The stream ended inside this event (`finish`): end it here, or the failure that
-        // follows for a list still pending would run into its last line and be lost.
-        let sep = if sep.is_empty() { b"\n\n" } else { sep };
         if !has_data || data.trim().is_empty() {
             out.extend_from_slice(event);
             out.extend_from_slice(sep);
@@ -167,6 +165,15 @@ impl SseRewriter {
                 out.extend_from_slice(sep);
             }
         }
+    }
+}
+
+/// Whether an event's bytes may hold a tools/list answer (see [`super::may_list`]).
+fn may_list(event: &[u8]) -> bool {
+    match std::str::from_utf8(event) {
+        Ok(text) => super::may_list(text),
+        // Not UTF-8: read it as a client would, line by line.
+        Err(_) => true,
     }
 }
 
