@@ -40,6 +40,10 @@ pub enum ParseError {
     /// A batch with more elements than allowed.
     #[error("invalid request: batch of {0} messages exceeds the limit of {1}")]
     BatchTooLarge(usize, usize),
+    /// Two requests of one batch share an id (as a client matches ids: `1` and `1.0` are one),
+    /// so an answer to one could settle the other.
+    #[error("invalid request: id {0} appears more than once in the batch")]
+    DuplicateId(String),
 }
 
 impl ParseError {
@@ -48,7 +52,10 @@ impl ParseError {
     pub fn code(&self) -> i64 {
         match self {
             Self::Json(_) => PARSE_ERROR,
-            Self::DuplicateKey(_) | Self::Invalid(_) | Self::BatchTooLarge(..) => INVALID_REQUEST,
+            Self::DuplicateKey(_)
+            | Self::Invalid(_)
+            | Self::BatchTooLarge(..)
+            | Self::DuplicateId(_) => INVALID_REQUEST,
         }
     }
 }
@@ -206,7 +213,23 @@ fn parse_messages(body: &Bytes, max_batch: usize) -> Result<Envelope, ParseError
     if messages.len() > max_batch {
         return Err(ParseError::BatchTooLarge(messages.len(), max_batch));
     }
+    let ids: Vec<&Value> = messages.iter().filter_map(Message::id).collect();
+    for (i, id) in ids.iter().enumerate() {
+        if ids[..i].iter().any(|earlier| same_id(earlier, id)) {
+            return Err(ParseError::DuplicateId(id.to_string()));
+        }
+    }
     Ok(Envelope { messages, batch })
+}
+
+/// Whether a client would take ids `a` and `b` for one: JavaScript (and Python) compare
+/// numbers by value, so `1.0` is `1`.
+#[must_use]
+pub fn same_id(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
 }
 
 fn json_error(error: serde_json::Error) -> ParseError {
@@ -815,5 +838,22 @@ mod tests {
             parse_bytes(body.as_bytes(), 10).expect_err("repeated"),
             ParseError::DuplicateKey("k7".into())
         );
+    }
+
+    #[test]
+    fn request_ids_are_unique_within_a_batch() {
+        let err = parse_bytes(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":1.0,"method":"ping"}]"#,
+            10,
+        )
+        .expect_err("same id");
+        assert_eq!(err, ParseError::DuplicateId("1.0".into()));
+        assert_eq!(err.code(), INVALID_REQUEST);
+        // A string id is not the number, and notifications have none.
+        parse_bytes(
+            br#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","id":"1","method":"b"},{"jsonrpc":"2.0","method":"c"},{"jsonrpc":"2.0","method":"d"}]"#,
+            10,
+        )
+        .expect("distinct ids");
     }
 }

@@ -1,4 +1,4 @@
-//! The layer's spans as an OpenTelemetry exporter sees them (SPEC section 8): a real axum MCP
+//! The layer's spans as an OpenTelemetry exporter sees them (`docs/telemetry.md`): a real axum MCP
 //! server wrapped by `PolicyLayer`, called in process, with `tracing-opentelemetry` over the
 //! SDK's in-memory exporter. Each test installs its own subscriber for its own thread.
 

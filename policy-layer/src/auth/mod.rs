@@ -54,7 +54,7 @@ use token::{Checks, Unverified};
 /// The subject of an unauthenticated caller (`AgentCore::UnauthenticatedUser::"anonymous"`).
 pub const ANONYMOUS_SUBJECT: &str = "anonymous";
 
-/// Which Cedar principal type the caller maps to (SPEC section 3).
+/// Which Cedar principal type the caller maps to (`docs/cedar-model.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PrincipalKind {
     /// `AgentCore::OAuthUser::"<sub>"`: a verified token.
@@ -70,7 +70,7 @@ pub struct Identity {
     pub kind: PrincipalKind,
     /// JWT `sub` (`"anonymous"` when unauthenticated).
     pub subject: String,
-    /// Every claim other than `sub`, as a string per SPEC section 3: strings as they are,
+    /// Every claim other than `sub`, as a string per `docs/cedar-model.md`: strings as they are,
     /// numbers, booleans, arrays and objects as compact JSON text; sorted by claim name.
     pub tags: Vec<(String, String)>,
     /// `exp`, seconds since the epoch.

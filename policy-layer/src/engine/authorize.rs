@@ -7,7 +7,7 @@ use super::Snapshot;
 use crate::auth::Identity;
 use crate::model::{InputError, TypedInput};
 
-/// The record of one AuthorizeAction: what was decided and why (SPEC sections 4 and 8).
+/// The record of one AuthorizeAction: what was decided and why (`docs/cedar-model.md`, `docs/telemetry.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// Allow or deny, by the enforced policies.
@@ -29,7 +29,7 @@ impl Outcome {
         self.decision == Decision::Allow
     }
 
-    /// The reason of a deny, as AgentCore words it (SPEC section 7).
+    /// The reason of a deny, as AgentCore words it (`docs/replies.md`).
     #[must_use]
     pub fn deny_reason(&self) -> String {
         if self.determining.is_empty() {

@@ -19,6 +19,7 @@ use serde_json::value::RawValue;
 
 use crate::body::{BoxError, PolicyBody};
 use crate::exchange::Exchange;
+use crate::jsonrpc::same_id;
 use crate::reply::{self, Refusal};
 use sse::SseRewriter;
 
@@ -232,15 +233,6 @@ impl Rewrite {
         } else {
             format!("[{}]", answers.join(","))
         })
-    }
-}
-
-/// Whether a client could match reply id `b` to request id `a`: JavaScript (and Python)
-/// compare numbers by value, so `1.0` answers `1`.
-fn same_id(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        _ => a == b,
     }
 }
 

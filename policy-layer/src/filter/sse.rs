@@ -446,4 +446,54 @@ mod tests {
         let err = r.feed(Bytes::from(big)).expect_err("too large");
         assert!(String::from_utf8_lossy(&err.0).contains("failed for list tools"));
     }
+
+    fn guarded() -> SseRewriter {
+        use crate::engine::{PolicyEngine, PolicySource};
+        let model = crate::model::ModelConfig {
+            target: "T".into(),
+            gateway_id: "g".into(),
+            ..crate::model::ModelConfig::default()
+        };
+        let policies = r#"permit(principal, action, resource);
+            forbid(principal, action == AgentCore::Action::"T___secret", resource);"#;
+        let engine = PolicyEngine::from_sources(model, &[PolicySource::new("p.cedar", policies)])
+            .expect("policies");
+        SseRewriter::new(
+            Rewrite::for_testing(Vec::new(), Vec::new(), engine.snapshot()),
+            1024,
+        )
+    }
+
+    #[test]
+    fn a_list_answer_nobody_is_waiting_for_is_filtered_too() {
+        // A resumed or standalone stream: the upstream replays a list answer for an id this
+        // request never sent.
+        let out = feed_all(&mut guarded(), &["id: 9\ndata: ", SECRET_LIST, "\n\n"]);
+        assert!(!out.contains("secret"), "{out:?}");
+        assert!(out.starts_with("id: 9\ndata: {"), "{out:?}");
+    }
+
+    #[test]
+    fn a_key_hidden_behind_an_escape_is_read_as_a_client_reads_it() {
+        let hidden = SECRET_LIST.replace("\"tools\"", "\"tool\\u0073\"");
+        let out = feed_all(&mut guarded(), &["data: ", &hidden, "\n\n"]);
+        assert!(!out.contains("secret"), "{out:?}");
+    }
+
+    #[test]
+    fn other_events_pass_byte_for_byte() {
+        let events = "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n: ping\n\n";
+        assert_eq!(feed_all(&mut guarded(), &[events]), events);
+    }
+
+    #[test]
+    fn an_oversized_event_ends_the_stream_though_nothing_is_pending() {
+        let mut r = guarded();
+        let big = format!("data: {}\n\n", "x".repeat(2048));
+        let (out, _) = r.feed(Bytes::from(big)).expect_err("too large");
+        assert!(
+            out.is_empty(),
+            "nothing of an event that cannot be checked leaves"
+        );
+    }
 }
