@@ -281,6 +281,8 @@ async fn a_list_answer_on_the_get_stream_is_filtered() {
     assert!(!reply.text.contains("secret"), "{}", reply.text);
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, Method::GET);
+    assert_eq!(seen[0].uri.path(), "/mcp");
     assert!(seen[0].body.is_empty());
     assert_eq!(seen[0].headers["last-event-id"], "0");
 }
