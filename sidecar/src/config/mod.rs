@@ -21,7 +21,8 @@ use std::path::{Path, PathBuf};
 use policy_layer::auth::AuthConfig;
 use policy_layer::model::ModelConfig;
 use serde::Deserialize;
-use toml::de::{DeTable, Deserializer};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue, Deserializer, ValueDeserializer};
 
 pub use self::admin::AdminSettings;
 pub use self::env::ENV_PREFIX;
@@ -107,7 +108,9 @@ impl Config {
         // Read once; the document keeps the positions the file's errors carry.
         let document = DeTable::parse(text).map_err(toml_error)?;
         if let Some(mode) = auth_mode(document.get_ref()) {
-            auth::check_mode(mode).map_err(key_error)?;
+            let mode =
+                String::deserialize(ValueDeserializer::from(mode.clone())).map_err(toml_error)?;
+            auth::check_mode(&mode).map_err(key_error)?;
         }
         // The file alone first: its errors carry line and column.
         let sections =
@@ -192,14 +195,9 @@ impl Sections {
     }
 }
 
-/// `auth.mode` as written in the document, when it is a string.
-fn auth_mode<'d>(document: &'d DeTable<'_>) -> Option<&'d str> {
-    document
-        .get("auth")?
-        .get_ref()
-        .get("mode")?
-        .get_ref()
-        .as_str()
+/// `auth.mode` as written in the document.
+fn auth_mode<'d, 'i>(document: &'d DeTable<'i>) -> Option<&'d Spanned<DeValue<'i>>> {
+    document.get("auth")?.get_ref().get("mode")
 }
 
 #[cfg(test)]
@@ -352,6 +350,12 @@ mode = "none"
         assert!(
             err.ends_with("auth.mode: expected one of jwt, none, got \"oauth\""),
             "{err}"
+        );
+        let text = MINIMAL.replace("mode = \"none\"", "mode = 5");
+        let err = parse(&text, &[]).expect_err("not a word").to_string();
+        assert_eq!(
+            err,
+            "/etc/sidecar/policy-sidecar.toml:8:8: invalid type: integer `5`, expected a string"
         );
     }
 
