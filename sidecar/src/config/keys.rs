@@ -109,6 +109,17 @@ impl de::Error for Stop {
     }
 }
 
+/// Deserializer methods that end the walk with a value of one kind.
+macro_rules! leaves {
+    ($($method:ident => $kind:expr),* $(,)?) => {
+        $(
+            fn $method<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+                self.leaf($kind)
+            }
+        )*
+    };
+}
+
 /// A deserializer that walks `path` through nested structs and notes what it finds there.
 struct Probe<'p> {
     path: &'p [&'static str],
@@ -172,16 +183,19 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         }
     }
 
-    fn deserialize_str<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Str)
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Str)
-    }
-
-    fn deserialize_char<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Str)
+    leaves! {
+        deserialize_str => Kind::Str,
+        deserialize_string => Kind::Str,
+        deserialize_char => Kind::Str,
+        deserialize_bool => Kind::Bool,
+        deserialize_i8 => Kind::Int,
+        deserialize_i16 => Kind::Int,
+        deserialize_i32 => Kind::Int,
+        deserialize_i64 => Kind::Int,
+        deserialize_u8 => Kind::Int,
+        deserialize_u16 => Kind::Int,
+        deserialize_u32 => Kind::Int,
+        deserialize_u64 => Kind::Int,
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -191,42 +205,6 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         _: V,
     ) -> Result<V::Value, Stop> {
         self.leaf(Kind::Str)
-    }
-
-    fn deserialize_bool<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Bool)
-    }
-
-    fn deserialize_i8<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Int)
-    }
-
-    fn deserialize_i16<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Int)
-    }
-
-    fn deserialize_i32<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Int)
-    }
-
-    fn deserialize_i64<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Int)
-    }
-
-    fn deserialize_u8<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Int)
-    }
-
-    fn deserialize_u16<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Int)
-    }
-
-    fn deserialize_u32<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Int)
-    }
-
-    fn deserialize_u64<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
-        self.leaf(Kind::Int)
     }
 
     /// Anything else (maps, floats, tuples, ...) is written as JSON.
