@@ -1,4 +1,4 @@
-//! The decision log (SPEC section 9): one JSON object per line on stdout for every tools/call
+//! The decision log (see `sidecar/README.md`): one JSON object per line on stdout for every tools/call
 //! decision and tools/list filtering, and the [`DecisionObserver`] that feeds it and the
 //! metrics.
 //!
@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::metrics::Metrics;
+use super::metrics::Metrics;
 
 /// Bytes of lines waiting for the writer thread at most.
 pub const BUFFER_BYTES: usize = 8 << 20;

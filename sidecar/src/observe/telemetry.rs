@@ -1,4 +1,4 @@
-//! OTLP trace export (SPEC section 8), configured only by the standard `OTEL_*` environment
+//! OTLP trace export (see `sidecar/README.md`), configured only by the standard `OTEL_*` environment
 //! variables, and W3C trace context: continued from the client, passed on to the upstream.
 //!
 //! - No `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, or

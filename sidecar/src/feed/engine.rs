@@ -1,4 +1,5 @@
-//! What the engine is fed with, and whether the sidecar is ready.
+//! The policy engine: built from the `[policy]` settings, then fed policies and tool catalogs
+//! in the order readiness needs.
 //!
 //! With `schema = "upstream"` the policies are held back until the first tool catalog has
 //! arrived: until then the engine has no snapshot and every call fails closed, so no call is
@@ -8,10 +9,50 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use policy_layer::PolicyEngine;
-use policy_layer::engine::{LoadedPolicies, Refused};
+use policy_layer::engine::{self, LoadedPolicies, Refused};
 use policy_layer::model::ToolCatalog;
+use policy_layer::model::schema::GatewaySchema;
 
-use crate::metrics::Metrics;
+use crate::config::{Config, SchemaSource};
+use crate::observe::admin::Readiness;
+use crate::observe::metrics::Metrics;
+
+/// A `.cedarschema` file (`policy.schema`) that cannot be read or parsed.
+#[derive(Debug, thiserror::Error)]
+#[error("policy.schema: {path}: {message}")]
+pub struct SchemaFileError {
+    /// The file.
+    path: String,
+    /// Why.
+    message: String,
+}
+
+/// A policy engine for `config`, validating against the configured schema source.
+///
+/// # Errors
+/// [`SchemaFileError`] when `policy.schema` names a `.cedarschema` file that does not read
+/// or parse.
+pub fn build(config: &Config) -> Result<PolicyEngine, SchemaFileError> {
+    let policy = &config.policy;
+    let source = match &policy.schema {
+        SchemaSource::Upstream | SchemaSource::File(_) => engine::SchemaSource::FromTools,
+        SchemaSource::None => engine::SchemaSource::Disabled,
+        SchemaSource::CedarSchema(path) => {
+            let error = |message: String| SchemaFileError {
+                path: path.display().to_string(),
+                message,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+            let schema =
+                GatewaySchema::from_cedarschema(&text).map_err(|e| error(e.to_string()))?;
+            engine::SchemaSource::Fixed(Arc::new(schema))
+        }
+    };
+    let engine = PolicyEngine::new(config.model());
+    engine.configure_validation(source, policy.validation);
+    engine.configure_analysis(policy.solver.clone(), policy.analysis_budget);
+    Ok(engine)
+}
 
 /// The order of feeding; held while the engine validates (which may take seconds).
 #[derive(Debug, Default)]
@@ -50,7 +91,6 @@ impl EngineFeed {
     }
 
     /// The engine.
-    #[cfg(test)]
     #[must_use]
     pub fn engine(&self) -> &PolicyEngine {
         &self.engine
@@ -97,22 +137,23 @@ impl EngineFeed {
     }
 
     /// Whether policies (and the catalog, when needed) are loaded.
+    #[cfg(test)]
     #[must_use]
     pub fn is_ready(&self) -> bool {
-        self.loaded.policies.load(Ordering::Acquire)
-            && (self.loaded.catalog.load(Ordering::Acquire) || !self.needs_catalog)
+        self.waiting_for().is_none()
     }
+}
 
-    /// What is still missing, for `/readyz`.
-    #[must_use]
-    pub fn waiting_for(&self) -> &'static str {
+/// Ready once the policies (and the catalog, when needed) are loaded.
+impl Readiness for EngineFeed {
+    fn waiting_for(&self) -> Option<&'static str> {
         match (
             self.loaded.policies.load(Ordering::Acquire),
             self.loaded.catalog.load(Ordering::Acquire) || !self.needs_catalog,
         ) {
-            (false, _) => "policies",
-            (true, false) => "the upstream's tools",
-            (true, true) => "nothing",
+            (false, _) => Some("policies"),
+            (true, false) => Some("the upstream's tools"),
+            (true, true) => None,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC section 9), served by the admin listener at `/metrics`.
+//! Prometheus metrics (listed in `sidecar/README.md`), served by the admin listener at `/metrics`.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -1,9 +1,6 @@
-//! The reverse proxy: the [`Upstream`] service that the policy layer wraps, and the routing of
-//! client requests to it.
+//! The upstream client: the [`Upstream`] service that the policy layer wraps, forwarding each
+//! request to the upstream URL (query string kept) and streaming the answer back.
 //!
-//! - Only the MCP path (`[listen] path`, by default the upstream URL's path) is served; it is
-//!   forwarded to the upstream URL, query string kept. Other paths get 404: the sidecar does not
-//!   expose the rest of the upstream server.
 //! - Hop-by-hop headers are dropped both ways; `Host` becomes the upstream's authority (the
 //!   upstream is local and may check it); everything else passes, including `Mcp-Session-Id`,
 //!   `MCP-Protocol-Version`, `Last-Event-ID` and `traceparent` (which, when traces are exported,
@@ -18,24 +15,25 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use serde_json::json;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::{ProxyBody, StreamWatch};
-use crate::metrics::Metrics;
-use crate::telemetry;
+use super::body::{ProxyBody, StreamWatch};
+use super::error::{INTERNAL_ERROR, error_chain, rpc_error};
+use crate::config::UpstreamSettings;
+use crate::observe::metrics::Metrics;
+use crate::observe::telemetry;
 
 /// The HTTP client to the upstream: pooled, HTTP/1.1.
 pub type HttpClient = Client<HttpConnector, ProxyBody>;
 
-/// JSON-RPC internal error, used for an unreachable upstream.
-pub const INTERNAL_ERROR: i64 = -32603;
+/// How long an idle pooled connection to the upstream is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Headers that belong to one connection, never forwarded (RFC 9110 section 7.6.1).
 const HOP_BY_HOP: &[&str] = &[
@@ -57,7 +55,7 @@ pub fn client(connect_timeout: Duration) -> HttpClient {
     connector.set_connect_timeout(Some(connect_timeout));
     connector.set_nodelay(true);
     Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .build(connector)
 }
 
@@ -78,19 +76,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// A JSON-RPC error answer with HTTP status `status` (id null: it concerns the whole request).
-#[must_use]
-pub fn rpc_error(status: StatusCode, code: i64, message: &str) -> Response<ProxyBody> {
-    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
-    let mut response = Response::new(ProxyBody::full(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
 /// The innermost service: sends a request to the upstream URL and streams its answer back.
 #[derive(Clone)]
 pub struct Upstream {
@@ -99,22 +84,20 @@ pub struct Upstream {
 
 struct UpstreamInner {
     client: HttpClient,
-    url: Uri,
-    timeout: Duration,
-    forward_authorization: bool,
+    settings: UpstreamSettings,
     metrics: Arc<Metrics>,
     list_changed: Arc<Notify>,
     shutdown: CancellationToken,
 }
 
 impl Upstream {
-    /// A service sending to `url` through `client`.
+    /// A service sending to the upstream of `settings` through `client`; `list_changed` is
+    /// woken when a tool list change passes in an event stream, and `shutdown` ends open GET
+    /// event streams.
     #[must_use]
     pub fn new(
         client: HttpClient,
-        url: Uri,
-        timeout: Duration,
-        forward_authorization: bool,
+        settings: UpstreamSettings,
         metrics: Arc<Metrics>,
         list_changed: Arc<Notify>,
         shutdown: CancellationToken,
@@ -122,9 +105,7 @@ impl Upstream {
         Self {
             inner: Arc::new(UpstreamInner {
                 client,
-                url,
-                timeout,
-                forward_authorization,
+                settings,
                 metrics,
                 list_changed,
                 shutdown,
@@ -134,7 +115,7 @@ impl Upstream {
 
     /// The upstream URI for a request to `uri`: the upstream URL with the request's query.
     fn target(&self, uri: &Uri) -> Uri {
-        let url = &self.inner.url;
+        let url = &self.inner.settings.url;
         let Some(query) = uri.query() else {
             return url.clone();
         };
@@ -169,14 +150,15 @@ impl Upstream {
         strip_hop_by_hop(&mut parts.headers);
         // The client sets Host from the URI.
         parts.headers.remove(header::HOST);
-        if !inner.forward_authorization {
+        if !inner.settings.forward_authorization {
             parts.headers.remove(header::AUTHORIZATION);
         }
         // The tool server's spans join the trace, as children of the request span.
         telemetry::inject(&mut parts.headers);
         parts.version = http::Version::HTTP_11;
+        let timeout = inner.settings.timeout;
         let sent = tokio::time::timeout(
-            inner.timeout,
+            timeout,
             inner.client.request(Request::from_parts(parts, body)),
         )
         .await;
@@ -184,10 +166,7 @@ impl Upstream {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => return self.unavailable(&error_chain(&e)),
             Err(_) => {
-                return self.unavailable(&format!(
-                    "no answer within {} ms",
-                    inner.timeout.as_millis()
-                ));
+                return self.unavailable(&format!("no answer within {} ms", timeout.as_millis()));
             }
         };
         inner.metrics.upstream(Some(response.status().as_u16()));
@@ -215,7 +194,7 @@ impl Upstream {
 
     fn unavailable(&self, why: &str) -> Response<ProxyBody> {
         self.inner.metrics.upstream(None);
-        tracing::warn!(upstream = %self.inner.url, error = why, "upstream unavailable");
+        tracing::warn!(upstream = %self.inner.settings.url, error = why, "upstream unavailable");
         rpc_error(
             StatusCode::BAD_GATEWAY,
             INTERNAL_ERROR,
@@ -224,23 +203,10 @@ impl Upstream {
     }
 }
 
-/// An error with its sources, `outer: inner: innermost`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(e) = source {
-        let next = e.to_string();
-        if !text.contains(&next) {
-            text.push_str(": ");
-            text.push_str(&next);
-        }
-        source = e.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
+    use http::HeaderValue;
+
     use super::*;
 
     #[test]
@@ -269,11 +235,15 @@ mod tests {
             .expect("port")
             .port();
         let metrics = Arc::new(Metrics::new());
+        let settings = UpstreamSettings {
+            url: format!("http://127.0.0.1:{port}/mcp").parse().expect("uri"),
+            timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(1),
+            forward_authorization: false,
+        };
         let upstream = Upstream::new(
-            client(Duration::from_secs(1)),
-            format!("http://127.0.0.1:{port}/mcp").parse().expect("uri"),
-            Duration::from_secs(2),
-            false,
+            client(settings.connect_timeout),
+            settings,
             Arc::clone(&metrics),
             Arc::new(Notify::new()),
             CancellationToken::new(),

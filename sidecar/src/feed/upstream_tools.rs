@@ -18,9 +18,9 @@ use sse_stream::SseStream;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::body::ProxyBody;
-use crate::proxy::HttpClient;
-use crate::state::EngineFeed;
+use super::engine::EngineFeed;
+use crate::proxy::body::ProxyBody;
+use crate::proxy::upstream::HttpClient;
 
 /// The protocol version the sidecar asks for when it speaks to the upstream itself.
 pub const PROTOCOL_VERSION: &str = "2025-06-18";

@@ -6,9 +6,12 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::upstream_tools;
 use crate::config::{Config, SchemaSource};
-use crate::proxy;
-use crate::upstream_tools;
+use crate::proxy::upstream;
+
+/// Longest wait for one request when the tools are fetched once from the upstream.
+pub const ONE_SHOT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the tools could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -67,17 +70,17 @@ pub async fn tools_for(
     if let Some(file) = tools {
         return read_tools_file(file).map(Some);
     }
-    match &config.schema {
+    match &config.policy.schema {
         SchemaSource::None | SchemaSource::CedarSchema(_) => Ok(None),
         SchemaSource::File(file) => read_tools_file(file).map(Some),
         SchemaSource::Upstream => {
-            let client = proxy::client(config.upstream_connect_timeout);
-            let timeout = config.upstream_timeout.min(Duration::from_secs(10));
-            upstream_tools::fetch(&client, &config.upstream, timeout)
+            let client = upstream::client(config.upstream.connect_timeout);
+            let timeout = config.upstream.timeout.min(ONE_SHOT_TIMEOUT);
+            upstream_tools::fetch(&client, &config.upstream.url, timeout)
                 .await
                 .map(|fetched| Some(fetched.tools))
                 .map_err(|source| ToolsError::Upstream {
-                    url: config.upstream.to_string(),
+                    url: config.upstream.url.to_string(),
                     source,
                 })
         }

@@ -6,22 +6,18 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use opentelemetry::context::FutureExt as _;
 use policy_layer::{PolicyBody, PolicyService};
-use serde_json::json;
 use tower::ServiceExt;
 
-use crate::body::ProxyBody;
-use crate::decision_log::{TRACE_ID, trace_id_from_traceparent};
-use crate::proxy::Upstream;
-use crate::telemetry;
-
-/// The JSON-RPC code of a request to a path the sidecar does not serve.
-pub const NOT_FOUND_CODE: i64 = -32601;
+use super::body::ProxyBody;
+use super::error::{NOT_FOUND_CODE, rpc_error};
+use super::upstream::Upstream;
+use crate::observe::decision_log::{TRACE_ID, trace_id_from_traceparent};
+use crate::observe::telemetry;
 
 /// Routes client requests.
 #[derive(Clone)]
@@ -52,14 +48,10 @@ impl tower::Service<Request<Incoming>> for McpService {
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         if request.uri().path() != &*self.path {
-            let body = json!({"jsonrpc": "2.0", "id": null, "error": {
-                "code": NOT_FOUND_CODE,
-                "message": format!("not found: the MCP endpoint is {}", self.path)}});
-            let mut response = Response::new(PolicyBody::full(Bytes::from(body.to_string())));
-            *response.status_mut() = StatusCode::NOT_FOUND;
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
+            let response = rpc_error(
+                StatusCode::NOT_FOUND,
+                NOT_FOUND_CODE,
+                &format!("not found: the MCP endpoint is {}", self.path),
             );
             return Box::pin(async move { Ok(response) });
         }

@@ -9,17 +9,71 @@
 //!   determining: [refund.0]                      # optional: the determining policy ids
 //! ```
 //!
-//! Claims become the principal as SPEC section 3 says: `sub` is the id, every other claim a tag
-//! (strings as they are, anything else as compact JSON text).
+//! Claims become the principal as a verified JWT's claims do: `sub` is the id, every other
+//! claim a tag (strings as they are, anything else as compact JSON text).
 
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
 use policy_layer::auth::{Identity, PrincipalKind};
-use policy_layer::engine::Snapshot;
+use policy_layer::config::Validation;
+use policy_layer::engine::{Enforcement, Snapshot};
+use policy_layer::model::ToolCatalog;
 use serde::Deserialize;
 use serde_json::{Map, Value};
+
+use super::args::TestArgs;
+use super::exit::Exit;
+use crate::config::Config;
+use crate::feed::{engine, policy_files, tools};
+
+/// Runs the cases of `args` against the configured policies (the shadow ones enforced with
+/// `--promote-shadow`), printing a line per case and the totals.
+///
+/// # Errors
+/// Exit 64 for a configuration or policies that cannot be used; exit 1 when the tools or the
+/// cases cannot be read, or a case fails.
+pub async fn test(args: &TestArgs) -> Result<(), Exit> {
+    let mut config = Config::load(&args.config.config)?;
+    let (_, mut policies) = policy_files::load(&config.policy.paths, true).map_err(Exit::config)?;
+    if args.promote_shadow {
+        for policy in &mut policies.policies {
+            if policy.enforcement == Enforcement::LogOnly {
+                eprintln!("promoting shadow policy `{}`", policy.policy.id());
+                policy.enforcement = Enforcement::Enforce;
+            }
+        }
+    }
+    let tools = tools::tools_for(&config, args.tools.as_deref())
+        .await
+        .map_err(|e| {
+            Exit::failed(format!(
+                "{e} (pass --tools FILE to test without the upstream)"
+            ))
+        })?;
+    let cases = read_cases(&args.cases).map_err(Exit::failed)?;
+    // Cases test decisions; findings are `validate`'s business, so here they only warn.
+    config.policy.validation = Validation::IgnoreAllFindings;
+    let engine = engine::build(&config).map_err(Exit::config)?;
+    if let Some(tools) = tools {
+        let _ = engine.set_catalog(ToolCatalog::from_list(&Value::Array(tools)));
+    }
+    let report = engine.set_policies(policies).map_err(Exit::failed)?;
+    for finding in &report.findings {
+        eprintln!("warning: {finding}");
+    }
+    let snapshot = engine
+        .snapshot()
+        .ok_or_else(|| Exit::failed("no policy snapshot"))?;
+    let mut out = std::io::stdout().lock();
+    let (_, failed) = run(&snapshot, &cases, &mut out)
+        .map_err(|e| Exit::failed(format!("writing to stdout: {e}")))?;
+    if failed > 0 {
+        return Err(Exit::reported());
+    }
+    Ok(())
+}
 
 /// The cases file cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -14,9 +14,9 @@ use policy_layer::PolicySource;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
-use crate::policy_files::{self, PolicyFilesError};
-use crate::state::EngineFeed;
+use super::engine::EngineFeed;
+use super::policy_files::{self, PolicyFilesError};
+use crate::observe::metrics::Metrics;
 
 /// Quiet time after a file event before reloading, so an editor's burst of writes is read once.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);

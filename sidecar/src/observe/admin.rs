@@ -1,39 +1,45 @@
-//! The admin listener: `/livez` (the process serves), `/readyz` (policies and, with
-//! `schema = "upstream"`, the tool catalog are loaded) and `/metrics` (Prometheus text).
+//! The admin listener: `/livez` (the process serves), `/readyz` (the issuers' keys, the
+//! policies and, with `schema = "upstream"`, the tool catalog are loaded) and `/metrics`
+//! (Prometheus text).
 
 use std::convert::Infallible;
 use std::sync::Arc;
-
-use policy_layer::auth::Authenticator;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use policy_layer::auth::Authenticator;
 
-use crate::metrics::{self, Metrics};
-use crate::state::EngineFeed;
+use super::metrics::{self, Metrics};
+
+/// Something `/readyz` waits for.
+pub trait Readiness: Send + Sync {
+    /// What is still missing (`None`: ready), as `/readyz` says it: `waiting for <this>`.
+    fn waiting_for(&self) -> Option<&'static str>;
+}
+
+impl Readiness for Authenticator {
+    fn waiting_for(&self) -> Option<&'static str> {
+        (!self.is_ready()).then_some("the issuers' signing keys")
+    }
+}
 
 /// The admin service.
 #[derive(Clone)]
 pub struct Admin {
     metrics: Arc<Metrics>,
-    feed: EngineFeed,
-    authenticator: Option<Authenticator>,
+    ready: Arc<[Arc<dyn Readiness>]>,
 }
 
 impl Admin {
-    /// Serves `metrics` and the readiness of `feed`.
+    /// Serves `metrics`, and `/readyz` once everything in `ready` is (the first that is not
+    /// is named).
     #[must_use]
-    pub fn new(
-        metrics: Arc<Metrics>,
-        feed: EngineFeed,
-        authenticator: Option<Authenticator>,
-    ) -> Self {
+    pub fn new(metrics: Arc<Metrics>, ready: Vec<Arc<dyn Readiness>>) -> Self {
         Self {
             metrics,
-            feed,
-            authenticator,
+            ready: ready.into(),
         }
     }
 
@@ -57,15 +63,13 @@ impl Admin {
         }
         match request.uri().path() {
             "/livez" => text(StatusCode::OK, "ok\n".to_owned()),
-            "/readyz" if self.authenticator.as_ref().is_some_and(|a| !a.is_ready()) => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not ready: waiting for the issuers' signing keys\n".to_owned(),
-            ),
-            "/readyz" if self.feed.is_ready() => text(StatusCode::OK, "ready\n".to_owned()),
-            "/readyz" => text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: waiting for {}\n", self.feed.waiting_for()),
-            ),
+            "/readyz" => match self.ready.iter().find_map(|r| r.waiting_for()) {
+                None => text(StatusCode::OK, "ready\n".to_owned()),
+                Some(missing) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: waiting for {missing}\n"),
+                ),
+            },
             "/metrics" => {
                 let mut response = text(StatusCode::OK, self.metrics.encode());
                 response.headers_mut().insert(
