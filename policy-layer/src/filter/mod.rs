@@ -167,7 +167,9 @@ impl Rewrite {
     /// body that cannot be decoded, or that leaves a list unanswered, fails those lists closed.
     /// Without it (an upstream error reply), lists it does not answer are left unanswered.
     pub fn json_body(&mut self, body: &[u8], complete: bool) -> Option<Bytes> {
-        let text = std::str::from_utf8(body).ok().map(str::trim);
+        // As a client decodes the body: bytes that are not UTF-8 read as U+FFFD.
+        let decoded = String::from_utf8_lossy(body);
+        let text = Some(decoded.trim()).filter(|t| !t.is_empty());
         let mut out: Vec<String> = Vec::new();
         let mut changed = false;
         match text.map(|t| (t, serde_json::from_str::<Vec<&RawValue>>(t))) {

@@ -143,12 +143,9 @@ impl SseRewriter {
                     data.push('\n');
                 }
                 has_data = true;
+                // As a client decodes the stream: bytes that are not UTF-8 read as U+FFFD
+                // (which is never part of JSON's structure), and the message is checked so.
                 data.push_str(&String::from_utf8_lossy(value));
-                if std::str::from_utf8(value).is_err() {
-                    // Not UTF-8: cannot be a JSON-RPC message we could check.
-                    data.clear();
-                    data.push('\u{fffd}');
-                }
             } else if !line.is_empty() {
                 others.push(line);
             }
@@ -168,13 +165,10 @@ impl SseRewriter {
     }
 }
 
-/// Whether an event's bytes may hold a tools/list answer (see [`super::may_list`]).
+/// Whether an event's bytes may hold a tools/list answer (see [`super::may_list`]), read as
+/// a client decodes them.
 fn may_list(event: &[u8]) -> bool {
-    match std::str::from_utf8(event) {
-        Ok(text) => super::may_list(text),
-        // Not UTF-8: read it as a client would, line by line.
-        Err(_) => true,
-    }
+    super::may_list(&String::from_utf8_lossy(event))
 }
 
 fn push_event(out: &mut BytesMut, others: &[&[u8]], data: &str, sep: &[u8]) {
@@ -495,5 +489,18 @@ mod tests {
             out.is_empty(),
             "nothing of an event that cannot be checked leaves"
         );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_read_as_a_client_decodes_them() {
+        // Found by the `sse` fuzz target: a list answer with a stray byte in a key used to
+        // pass unchecked, while a client decoding with replacement characters read the list.
+        let mut event = b"data: {\"jsonrpc\":\"2.0\",\"x\xff\":1,\"id\":1,\"result\":".to_vec();
+        event.extend_from_slice(br#"{"tools":[{"name":"secret"}]}}"#);
+        event.extend_from_slice(b"\n\n");
+        let mut r = guarded();
+        let mut out = r.feed(Bytes::from(event)).expect("fits").to_vec();
+        out.extend_from_slice(&r.finish());
+        assert!(!String::from_utf8_lossy(&out).contains("secret"), "{out:?}");
     }
 }
