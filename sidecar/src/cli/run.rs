@@ -71,9 +71,12 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
         .then(DecisionLog::start)
         .transpose()
         .map_err(|e| Exit::failed(format!("starting the decision log: {e}")))?;
-    let (mcp, authenticator) = mcp_service(&config, &feed, log.clone(), &shared).await?;
-
     let listener = bind("listen.address", config.listen.address).await?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Exit::failed(format!("listen.address: {e}")))?;
+    let (mcp, authenticator) = mcp_service(&config, &feed, log.clone(), &shared, bound).await?;
+
     let admin_listener = bind("admin.address", config.admin.address).await?;
     shutdown::on_signal(shared.shutdown.clone())
         .map_err(|e| Exit::failed(format!("installing signal handlers: {e}")))?;
@@ -148,24 +151,21 @@ fn feed_engine(
     Ok((feed, sources))
 }
 
-/// The MCP listener's service: router, policy layer (observed by the metrics and `log`),
-/// upstream; and the authenticator, for `/readyz`.
+/// The MCP listener's service for the listener bound at `bound`: router, policy layer
+/// (observed by the metrics and `log`), upstream; and the authenticator, for `/readyz`.
 async fn mcp_service(
     config: &Config,
     feed: &EngineFeed,
     log: Option<DecisionLog>,
     shared: &Shared,
+    bound: SocketAddr,
 ) -> Result<(McpService, Option<Authenticator>), Exit> {
     let observer = Observer::new(Arc::clone(&shared.metrics), log, config.log.arguments);
-    let (layer, authenticator) = policy::layer(
-        feed.engine().clone(),
-        config.policy.layer.clone(),
-        Arc::new(observer),
-        &config.auth,
-        &config.public_resource(),
-    )
-    .await
-    .map_err(|e| Exit::config(format!("{}: {e}", config.file.display())))?;
+    let (layer, authenticator) =
+        policy::layer(config, feed.engine().clone(), Arc::new(observer), bound)
+            .await
+            .map_err(|e| Exit::config(format!("{}: {e}", config.file.display())))?;
+    let metadata = authenticator.is_some();
     let upstream = Upstream::new(
         shared.client.clone(),
         config.upstream.clone(),
@@ -173,7 +173,7 @@ async fn mcp_service(
         Arc::clone(&shared.list_changed),
         shared.shutdown.clone(),
     );
-    let mcp = McpService::new(config.mcp_path(), layer.layer(upstream));
+    let mcp = McpService::new(config.mcp_path(), metadata, layer.layer(upstream));
     Ok((mcp, authenticator))
 }
 

@@ -152,12 +152,6 @@ impl Config {
             .unwrap_or_else(|| self.upstream.url.path())
     }
 
-    /// The protected resource's URL, for RFC 9728 metadata: the MCP endpoint as listened on.
-    #[must_use]
-    pub fn public_resource(&self) -> String {
-        format!("http://{}{}", self.listen.address, self.mcp_path())
-    }
-
     /// The Cedar model: the gateway's names and the action groups.
     #[must_use]
     pub fn model(&self) -> ModelConfig {

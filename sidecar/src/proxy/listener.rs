@@ -11,7 +11,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use policy_layer::PeerAddr;
 use tokio::net::TcpListener;
+use tower::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
 use super::body::BoxError;
@@ -58,7 +60,7 @@ where
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
         };
-        let (stream, _peer) = match accepted {
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: wait a little rather than spin.
@@ -68,11 +70,16 @@ where
             }
         };
         let _ = stream.set_nodelay(true);
+        // Each request knows its peer: the layer believes forwarded headers only from trusted
+        // proxies.
+        let service = service
+            .clone()
+            .map_request(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(PeerAddr(peer));
+                request
+            });
         let connection = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service.clone()),
-            )
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
             .into_owned();
         let connection = graceful.watch(connection);
         tokio::spawn(async move {

@@ -1,5 +1,6 @@
-//! The MCP listener's service: the MCP path goes through the policy layer to the upstream,
-//! anything else is 404. The request's W3C trace id is made available to the decision log and,
+//! The MCP listener's service: the MCP path goes through the policy layer to the upstream (the
+//! layer decides every method), and so does a GET of the RFC 9728 metadata the layer serves
+//! when authentication is on; anything else is 404. The request's W3C trace id is made available to the decision log and,
 //! when traces are exported, its trace context becomes the parent of the request span.
 
 use std::convert::Infallible;
@@ -10,6 +11,7 @@ use futures_util::future::BoxFuture;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use opentelemetry::context::FutureExt as _;
+use policy_layer::auth::RESOURCE_METADATA_PATH;
 use policy_layer::{PolicyBody, PolicyService};
 use tower::ServiceExt;
 
@@ -23,17 +25,29 @@ use crate::observe::telemetry;
 #[derive(Clone)]
 pub struct McpService {
     path: Arc<str>,
+    /// Whether the layer serves RFC 9728 metadata (authentication is on).
+    metadata: bool,
     policy: PolicyService<Upstream>,
 }
 
 impl McpService {
-    /// Serves `path` with `policy`.
+    /// Serves `path` with `policy`, and the metadata paths when `metadata`.
     #[must_use]
-    pub fn new(path: &str, policy: PolicyService<Upstream>) -> Self {
+    pub fn new(path: &str, metadata: bool, policy: PolicyService<Upstream>) -> Self {
         Self {
             path: Arc::from(path),
+            metadata,
             policy,
         }
+    }
+
+    /// Whether the request goes to the layer.
+    fn routes(&self, request: &Request<Incoming>) -> bool {
+        let path = request.uri().path();
+        path == &*self.path
+            || (self.metadata
+                && request.method() == http::Method::GET
+                && path.starts_with(RESOURCE_METADATA_PATH))
     }
 }
 
@@ -47,7 +61,7 @@ impl tower::Service<Request<Incoming>> for McpService {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        if request.uri().path() != &*self.path {
+        if !self.routes(&request) {
             let response = rpc_error(
                 StatusCode::NOT_FOUND,
                 NOT_FOUND_CODE,
