@@ -4,7 +4,8 @@
 //! The request flow, one module per step: [`jsonrpc`] parses the body, [`auth`] proves who the
 //! caller is, [`model`] builds the Cedar request, [`engine`] decides (AuthorizeAction for
 //! `tools/call`, PartiallyAuthorizeActions for `tools/list`), [`response`] answers denials, and
-//! [`PolicyLayer`] / [`PolicyService`] tie it into any tower HTTP service.
+//! [`PolicyLayer`] / [`PolicyService`] tie it into any tower HTTP service. [`limit`] holds the
+//! rate limits, counted in the [`state`] store (memory, or Redis with the `redis` feature).
 
 #![warn(missing_docs)]
 
@@ -15,14 +16,17 @@ pub mod engine;
 pub mod filter;
 pub mod jsonrpc;
 pub mod layer;
+pub mod limit;
 pub mod model;
 pub mod record;
 pub mod response;
 pub mod service;
+pub mod state;
 
 pub use body::PolicyBody;
 pub use config::{DenyStyle, ExceptionLevel, Mode, Settings};
 pub use engine::{PolicyEngine, PolicySource};
 pub use layer::PolicyLayer;
+pub use limit::{Admitted, Limits, Throttled};
 pub use record::{CallRecord, DecisionObserver, ListRecord};
 pub use service::PolicyService;

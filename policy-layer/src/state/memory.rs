@@ -1,0 +1,301 @@
+//! The memory store: counters in this process, for one replica.
+//!
+//! Keys are spread over shards by a keyed hash (`RandomState`: callers choose part of the keys,
+//! so the spread must not be predictable); each shard is a mutex over two maps held for well
+//! under a microsecond. An admission locks the shards of its charges in ascending order, so
+//! charging several counters is atomic and two admissions cannot deadlock.
+//!
+//! Bounded: at most `max_keys` live keys in total (a share per shard). A window whose end has
+//! passed is dead and is dropped when its key is next used, or in one sweep of its shard when
+//! the shard is full and its earliest window end has passed. A shard full of live keys refuses
+//! new keys with [`StoreError::Full`] rather than evicting a live counter (which would reset
+//! someone's limit): the caller then applies `on_error`. A flood of distinct keys therefore
+//! costs at most `max_keys` entries, and one sweep per shard per window length.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::config::DEFAULT_MAX_KEYS;
+use super::{Admission, Charge, ChargeKind, IN_FLIGHT_RETRY_AFTER, Permit, PermitInner, StoreError};
+
+/// Tuning of the memory store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemorySettings {
+    /// Cap on live keys (window counters and in-flight counts together).
+    pub max_keys: usize,
+    /// Number of shards (rounded up to a power of two).
+    pub shards: usize,
+}
+
+impl Default for MemorySettings {
+    fn default() -> Self {
+        Self {
+            max_keys: DEFAULT_MAX_KEYS,
+            shards: 64,
+        }
+    }
+}
+
+/// Counters in this process; cheap to clone.
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    shard_cap: usize,
+    max_keys: usize,
+}
+
+#[derive(Default)]
+struct Shard {
+    windows: HashMap<Box<str>, Window>,
+    in_flight: HashMap<Box<str>, u32>,
+    /// The earliest end of the windows in this shard (a lower bound): a sweep before then
+    /// would free nothing.
+    earliest_end: Option<Instant>,
+}
+
+struct Window {
+    count: u32,
+    length: Duration,
+    ends: Instant,
+}
+
+impl Window {
+    /// Whether the window still counts at `now` for a charge of this length (a limit whose
+    /// period changed on reload starts a fresh window).
+    fn live(&self, now: Instant, length: Duration) -> bool {
+        now < self.ends && self.length == length
+    }
+}
+
+impl Shard {
+    fn len(&self) -> usize {
+        self.windows.len() + self.in_flight.len()
+    }
+
+    /// Drops dead windows, if any can have died since the last sweep.
+    fn sweep(&mut self, now: Instant) {
+        if self.earliest_end.is_none_or(|end| now < end) {
+            return;
+        }
+        self.windows.retain(|_, w| now < w.ends);
+        self.earliest_end = self.windows.values().map(|w| w.ends).min();
+    }
+
+    /// Whether charging `charge` needs a new entry in this shard (a dead window is replaced
+    /// in place).
+    fn needs_entry(&self, charge: &Charge<'_>) -> bool {
+        match charge.kind {
+            ChargeKind::Window(_) => !self.windows.contains_key(charge.key),
+            ChargeKind::InFlight => !self.in_flight.contains_key(charge.key),
+        }
+    }
+
+    fn note_end(&mut self, ends: Instant) {
+        self.earliest_end = Some(self.earliest_end.map_or(ends, |e| e.min(ends)));
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.inner.shards.len())
+            .field("max_keys", &self.inner.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    // A panic while holding a shard cannot leave a half-written counter (every update is one
+    // assignment), so a poisoned shard is still sound.
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new(settings: MemorySettings) -> Self {
+        let shards = settings.shards.clamp(1, 1024).next_power_of_two();
+        let max_keys = settings.max_keys.max(1);
+        Self {
+            inner: Arc::new(Inner {
+                shards: (0..shards).map(|_| Mutex::default()).collect(),
+                hasher: RandomState::new(),
+                shard_cap: max_keys.div_ceil(shards),
+                max_keys,
+            }),
+        }
+    }
+
+    /// Live keys (dead windows not yet swept included): for tests and metrics.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Whether the store holds no key.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        let hash = self.inner.hasher.hash_one(key);
+        // The high bits: the maps inside the shard use the low ones of their own hash.
+        (hash >> 40) as usize & (self.inner.shards.len() - 1)
+    }
+
+    pub(super) fn admit(&self, charges: &[Charge<'_>]) -> Result<Admission, StoreError> {
+        let now = Instant::now();
+        let mut order: Vec<(usize, usize)> = charges
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (self.shard_of(c.key), i))
+            .collect();
+        order.sort_unstable();
+        // Lock each shard once, in ascending order.
+        let mut guards: Vec<(usize, MutexGuard<'_, Shard>)> = Vec::with_capacity(order.len());
+        // `slots[n]`: the guard of the shard of `order[n]`.
+        let mut slots = Vec::with_capacity(order.len());
+        for &(shard, _) in &order {
+            if guards.last().is_none_or(|(s, _)| *s != shard) {
+                guards.push((shard, lock(&self.inner.shards[shard])));
+            }
+            slots.push(guards.len() - 1);
+        }
+
+        // Check every charge (and room for the new keys) before counting any.
+        for (&(_, charge_index), &slot) in order.iter().zip(&slots) {
+            let charge = &charges[charge_index];
+            let shard = &guards[slot].1;
+            let refused = match charge.kind {
+                ChargeKind::Window(length) => shard
+                    .windows
+                    .get(charge.key)
+                    .filter(|w| w.live(now, length) && w.count >= charge.limit)
+                    .map(|w| w.ends.saturating_duration_since(now)),
+                ChargeKind::InFlight => shard
+                    .in_flight
+                    .get(charge.key)
+                    .filter(|held| **held >= charge.limit)
+                    .map(|_| IN_FLIGHT_RETRY_AFTER),
+            };
+            if let Some(retry_after) = refused {
+                return Ok(Admission::Refused {
+                    index: charge_index,
+                    retry_after,
+                });
+            }
+        }
+        for (shard_index, guard) in &mut guards {
+            let needed = order
+                .iter()
+                .filter(|(s, _)| s == shard_index)
+                .filter(|(_, i)| guard.needs_entry(&charges[*i]))
+                .count();
+            if needed == 0 {
+                continue;
+            }
+            if guard.len() + needed > self.inner.shard_cap {
+                guard.sweep(now);
+                if guard.len() + needed > self.inner.shard_cap {
+                    return Err(StoreError::Full {
+                        capacity: self.inner.max_keys,
+                    });
+                }
+            }
+        }
+
+        // Count.
+        let mut permits = Vec::new();
+        for (&(shard_index, charge_index), &slot) in order.iter().zip(&slots) {
+            let charge = &charges[charge_index];
+            let shard = &mut guards[slot].1;
+            match charge.kind {
+                ChargeKind::Window(length) => {
+                    let fresh = Window {
+                        count: 1,
+                        length,
+                        ends: now + length,
+                    };
+                    let ends = fresh.ends;
+                    let started = match shard.windows.get_mut(charge.key) {
+                        Some(w) if w.live(now, length) => {
+                            w.count += 1;
+                            false
+                        }
+                        Some(w) => {
+                            *w = fresh;
+                            true
+                        }
+                        None => {
+                            shard.windows.insert(charge.key.into(), fresh);
+                            true
+                        }
+                    };
+                    if started {
+                        shard.note_end(ends);
+                    }
+                }
+                ChargeKind::InFlight => {
+                    match shard.in_flight.get_mut(charge.key) {
+                        Some(held) => *held += 1,
+                        None => {
+                            shard.in_flight.insert(charge.key.into(), 1);
+                        }
+                    }
+                    permits.push((
+                        charge_index,
+                        Permit {
+                            inner: PermitInner::Memory(Held {
+                                store: Arc::clone(&self.inner),
+                                shard: shard_index,
+                                key: charge.key.into(),
+                            }),
+                        },
+                    ));
+                }
+            }
+        }
+        drop(guards);
+        // Permits in the order of the charges.
+        permits.sort_unstable_by_key(|(i, _)| *i);
+        Ok(Admission::Admitted(
+            permits.into_iter().map(|(_, p)| p).collect(),
+        ))
+    }
+}
+
+/// An in-flight slot held in the memory store.
+pub(super) struct Held {
+    store: Arc<Inner>,
+    shard: usize,
+    key: Box<str>,
+}
+
+impl Held {
+    pub(super) fn key(&self) -> &str {
+        &self.key
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut shard = lock(&self.store.shards[self.shard]);
+        if let Some(held) = shard.in_flight.get_mut(&*self.key) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                shard.in_flight.remove(&*self.key);
+            }
+        }
+    }
+}
