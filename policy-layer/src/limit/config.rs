@@ -292,9 +292,18 @@ fn validate(table: &RateLimitConfig, index: usize) -> Result<RateLimit, LimitCon
             )),
         })
         .transpose()?;
-    let metric = match table.metric.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let metric = match table
+        .metric
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         None | Some("requests") => Metric::Requests(per.ok_or_else(|| {
-            LimitConfigError::new(&name, "per", "is required for metric \"requests\" (second or minute)")
+            LimitConfigError::new(
+                &name,
+                "per",
+                "is required for metric \"requests\" (second or minute)",
+            )
         })?),
         Some("connections") => {
             if per.is_some() {
@@ -421,11 +430,15 @@ rate = 2
             "rate_limit \"a\": key \"cookie.x\": expected jwt.<claim>, header.<name> or body.<dotted path>"
         );
         assert_eq!(
-            error("[[rate_limit]]\nid = \"a\"\nkey = [\"jwt.sub\", \"body.a..b\"]\nrate = 1\nper = \"second\""),
+            error(
+                "[[rate_limit]]\nid = \"a\"\nkey = [\"jwt.sub\", \"body.a..b\"]\nrate = 1\nper = \"second\""
+            ),
             "rate_limit \"a\": key \"body.a..b\": body.<dotted path> needs non-empty path segments"
         );
         assert_eq!(
-            error("[[rate_limit]]\nid = \"a\"\nkey = [\"jwt.sub\", \"jwt.sub\"]\nrate = 1\nper = \"second\""),
+            error(
+                "[[rate_limit]]\nid = \"a\"\nkey = [\"jwt.sub\", \"jwt.sub\"]\nrate = 1\nper = \"second\""
+            ),
             "rate_limit \"a\": key \"jwt.sub\": appears twice"
         );
         assert_eq!(
@@ -437,7 +450,9 @@ rate = 2
             "rate_limit \"a\": per: expected one of second, minute, got \"hour\""
         );
         assert_eq!(
-            error("[[rate_limit]]\nid = \"a\"\nrate = 1\nmetric = \"connections\"\nper = \"second\""),
+            error(
+                "[[rate_limit]]\nid = \"a\"\nrate = 1\nmetric = \"connections\"\nper = \"second\""
+            ),
             "rate_limit \"a\": per: applies to metric \"requests\" only; connections counts calls in flight"
         );
         assert_eq!(
@@ -449,17 +464,22 @@ rate = 2
             "rate_limit #1: id: \"a/b\" must be 1 to 128 letters, digits, '-', '_' or '.' (it starts every limit key)"
         );
         assert_eq!(
-            error("[[rate_limit]]\nid = \"a\"\nrate = 1\nper = \"second\"\n[[rate_limit]]\nid = \"a\"\nrate = 2\nper = \"second\""),
+            error(
+                "[[rate_limit]]\nid = \"a\"\nrate = 1\nper = \"second\"\n[[rate_limit]]\nid = \"a\"\nrate = 2\nper = \"second\""
+            ),
             "rate_limit \"a\": id: is used by an earlier limit; ids must be unique"
         );
     }
 
     #[test]
     fn refuses_a_key_only_the_caller_writes() {
-        let message =
-            error("[[rate_limit]]\nid = \"a\"\nkey = [\"header.x-user\"]\nrate = 1\nper = \"second\"");
+        let message = error(
+            "[[rate_limit]]\nid = \"a\"\nkey = [\"header.x-user\"]\nrate = 1\nper = \"second\"",
+        );
         assert!(
-            message.starts_with("rate_limit \"a\": key: header and body parts are written by the caller"),
+            message.starts_with(
+                "rate_limit \"a\": key: header and body parts are written by the caller"
+            ),
             "{message}"
         );
         load("[[rate_limit]]\nid = \"a\"\nkey = [\"jwt.sub\", \"header.x-user\"]\nrate = 1\nper = \"second\"")

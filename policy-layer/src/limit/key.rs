@@ -51,13 +51,14 @@ pub(crate) fn limit_key(
             }
             KeyPart::Body(path) => {
                 let value = arguments.and_then(|arguments| {
-                    path.iter().try_fold(arguments, |value, segment| match value {
-                        Value::Object(map) => map.get(&**segment),
-                        Value::Array(items) => {
-                            segment.parse::<usize>().ok().and_then(|i| items.get(i))
-                        }
-                        _ => None,
-                    })
+                    path.iter()
+                        .try_fold(arguments, |value, segment| match value {
+                            Value::Object(map) => map.get(&**segment),
+                            Value::Array(items) => {
+                                segment.parse::<usize>().ok().and_then(|i| items.get(i))
+                            }
+                            _ => None,
+                        })
                 });
                 match value {
                     None | Some(Value::Null) => {}
@@ -198,7 +199,12 @@ mod tests {
             tags: vec![("tenant".to_owned(), "acme".to_owned())],
             ..alice()
         };
-        let forged = limit_key(&l, &other, &HeaderMap::new(), Some(&json!({"a": "eu/x%2F"})));
+        let forged = limit_key(
+            &l,
+            &other,
+            &HeaderMap::new(),
+            Some(&json!({"a": "eu/x%2F"})),
+        );
         assert_ne!(key, forged);
     }
 
@@ -211,10 +217,18 @@ mod tests {
             body("customer_id"),
         ]);
         assert_eq!(
-            limit_key(&l, &alice(), &HeaderMap::new(), Some(&json!({"customer_id": null}))),
+            limit_key(
+                &l,
+                &alice(),
+                &HeaderMap::new(),
+                Some(&json!({"customer_id": null}))
+            ),
             "lim/alice///"
         );
-        assert_eq!(limit_key(&l, &alice(), &HeaderMap::new(), None), "lim/alice///");
+        assert_eq!(
+            limit_key(&l, &alice(), &HeaderMap::new(), None),
+            "lim/alice///"
+        );
     }
 
     #[test]
@@ -231,12 +245,27 @@ mod tests {
     #[test]
     fn numbers_have_one_spelling() {
         let l = limit(vec![KeyPart::Subject, body("amount")]);
-        let whole = limit_key(&l, &alice(), &HeaderMap::new(), Some(&json!({"amount": 500})));
-        let fraction = limit_key(&l, &alice(), &HeaderMap::new(), Some(&json!({"amount": 500.0})));
+        let whole = limit_key(
+            &l,
+            &alice(),
+            &HeaderMap::new(),
+            Some(&json!({"amount": 500})),
+        );
+        let fraction = limit_key(
+            &l,
+            &alice(),
+            &HeaderMap::new(),
+            Some(&json!({"amount": 500.0})),
+        );
         assert_eq!(whole, "lim/alice/500");
         assert_eq!(whole, fraction);
         assert_eq!(
-            limit_key(&l, &alice(), &HeaderMap::new(), Some(&json!({"amount": 12.5}))),
+            limit_key(
+                &l,
+                &alice(),
+                &HeaderMap::new(),
+                Some(&json!({"amount": 12.5}))
+            ),
             "lim/alice/12.5"
         );
     }
@@ -257,7 +286,12 @@ mod tests {
     fn long_values_are_hashed_to_a_bounded_length() {
         let l = limit(vec![KeyPart::Subject, body("note")]);
         let long = "x".repeat(10_000);
-        let key = limit_key(&l, &alice(), &HeaderMap::new(), Some(&json!({"note": long})));
+        let key = limit_key(
+            &l,
+            &alice(),
+            &HeaderMap::new(),
+            Some(&json!({"note": long})),
+        );
         assert!(key.starts_with("lim/alice/%#"), "{key}");
         assert_eq!(key.len(), "lim/alice/%#".len() + 32);
         let other = limit_key(
@@ -274,7 +308,10 @@ mod tests {
         let name: http::HeaderName = "x-workload".parse().expect("name");
         let mut headers = HeaderMap::new();
         headers.append(&name, "a".parse().expect("value"));
-        headers.append(&name, http::HeaderValue::from_bytes(b"b\xff").expect("value"));
+        headers.append(
+            &name,
+            http::HeaderValue::from_bytes(b"b\xff").expect("value"),
+        );
         let key = limit_key(
             &limit(vec![KeyPart::Subject, KeyPart::Header(name)]),
             &alice(),

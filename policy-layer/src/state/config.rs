@@ -254,7 +254,9 @@ fn parse_url(url: &str) -> Result<BackendSettings, StateConfigError> {
         Some("rediss") => {
             return Err(StateConfigError::new(
                 "url",
-                format!("{redis}: TLS (rediss://) is not built in; reach Redis over a local or private network, or a TLS tunnel"),
+                format!(
+                    "{redis}: TLS (rediss://) is not built in; reach Redis over a local or private network, or a TLS tunnel"
+                ),
             ));
         }
         _ => {
@@ -307,7 +309,10 @@ mod tests {
     fn rejects_unknown_keys() {
         let error = toml::from_str::<StateConfig>("url = \"memory\"\nonerror = \"allow\"\n")
             .expect_err("unknown key");
-        assert!(error.to_string().contains("unknown field `onerror`"), "{error}");
+        assert!(
+            error.to_string().contains("unknown field `onerror`"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -317,11 +322,15 @@ mod tests {
             error.to_string(),
             "state.on_error: expected one of deny, allow, got \"maybe\""
         );
-        let error = config("url = \"http://redis\"").validate().expect_err("bad");
+        let error = config("url = \"http://redis\"")
+            .validate()
+            .expect_err("bad");
         assert_eq!(error.key(), "url");
         let error = config("timeout_ms = 0").validate().expect_err("bad");
         assert_eq!(error.key(), "timeout_ms");
-        let error = config("connection_lease_secs = 0").validate().expect_err("bad");
+        let error = config("connection_lease_secs = 0")
+            .validate()
+            .expect_err("bad");
         assert_eq!(error.key(), "connection_lease_secs");
     }
 

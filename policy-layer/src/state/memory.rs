@@ -21,14 +21,16 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::config::DEFAULT_MAX_KEYS;
-use super::{Admission, Charge, ChargeKind, IN_FLIGHT_RETRY_AFTER, Permit, PermitInner, StoreError};
+use super::{
+    Admission, Charge, ChargeKind, IN_FLIGHT_RETRY_AFTER, Permit, PermitInner, StoreError,
+};
 
 /// Tuning of the memory store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemorySettings {
     /// Cap on live keys (window counters and in-flight counts together).
     pub max_keys: usize,
-    /// Number of shards (rounded up to a power of two).
+    /// Number of shards (rounded down to a power of two, and to at most `max_keys`).
     pub shards: usize,
 }
 
@@ -124,13 +126,16 @@ impl MemoryStore {
     /// An empty store.
     #[must_use]
     pub fn new(settings: MemorySettings) -> Self {
-        let shards = settings.shards.clamp(1, 1024).next_power_of_two();
         let max_keys = settings.max_keys.max(1);
+        // A power of two no larger than the cap, so every shard has room for a key and the
+        // shares add up to at most the cap.
+        let wanted = settings.shards.clamp(1, 1024).min(max_keys);
+        let shards = 1_usize << wanted.ilog2();
         Self {
             inner: Arc::new(Inner {
                 shards: (0..shards).map(|_| Mutex::default()).collect(),
                 hasher: RandomState::new(),
-                shard_cap: max_keys.div_ceil(shards),
+                shard_cap: max_keys / shards,
                 max_keys,
             }),
         }
@@ -297,5 +302,173 @@ impl Drop for Held {
                 shard.in_flight.remove(&*self.key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::advance;
+
+    fn store(max_keys: usize, shards: usize) -> MemoryStore {
+        MemoryStore::new(MemorySettings { max_keys, shards })
+    }
+
+    fn window(key: &str, limit: u32, secs: u64) -> Charge<'_> {
+        Charge {
+            key,
+            limit,
+            kind: ChargeKind::Window(Duration::from_secs(secs)),
+        }
+    }
+
+    fn in_flight(key: &str, limit: u32) -> Charge<'_> {
+        Charge {
+            key,
+            limit,
+            kind: ChargeKind::InFlight,
+        }
+    }
+
+    fn admitted(store: &MemoryStore, charges: &[Charge<'_>]) -> Vec<Permit> {
+        match store.admit(charges).expect("store answers") {
+            Admission::Admitted(permits) => permits,
+            Admission::Refused { index, .. } => panic!("charge {index} refused"),
+        }
+    }
+
+    fn refused(store: &MemoryStore, charges: &[Charge<'_>]) -> (usize, Duration) {
+        match store.admit(charges).expect("store answers") {
+            Admission::Admitted(_) => panic!("admitted"),
+            Admission::Refused { index, retry_after } => (index, retry_after),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counts_a_window_to_its_limit_then_refuses_until_it_ends() {
+        let s = store(100, 4);
+        let charge = [window("lim/alice", 2, 60)];
+        admitted(&s, &charge);
+        advance(Duration::from_secs(20)).await;
+        admitted(&s, &charge);
+        advance(Duration::from_millis(500)).await;
+        assert_eq!(
+            refused(&s, &charge),
+            (0, Duration::from_millis(39_500)),
+            "retry after the rest of the window that started with the first call"
+        );
+        advance(Duration::from_millis(39_500)).await;
+        admitted(&s, &charge);
+        admitted(&s, &charge);
+        refused(&s, &charge);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counters_are_separate_per_key() {
+        let s = store(100, 4);
+        admitted(&s, &[window("lim/alice", 1, 1)]);
+        refused(&s, &[window("lim/alice", 1, 1)]);
+        admitted(&s, &[window("lim/bob", 1, 1)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn charges_all_or_nothing() {
+        let s = store(100, 4);
+        let both = [window("a", 5, 60), window("b", 1, 60)];
+        admitted(&s, &both);
+        assert_eq!(refused(&s, &both).0, 1);
+        assert_eq!(refused(&s, &both).0, 1);
+        // `a` was counted once, by the admitted call only: two more fit under a limit of 3.
+        admitted(&s, &[window("a", 3, 60)]);
+        admitted(&s, &[window("a", 3, 60)]);
+        refused(&s, &[window("a", 3, 60)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn in_flight_permits_are_released_on_drop() {
+        let s = store(100, 4);
+        let charge = [in_flight("conn/alice", 2)];
+        let first = admitted(&s, &charge);
+        let second = admitted(&s, &charge);
+        assert_eq!(first.len(), 1);
+        assert_eq!(refused(&s, &charge), (0, IN_FLIGHT_RETRY_AFTER));
+        drop(first);
+        let third = admitted(&s, &charge);
+        refused(&s, &charge);
+        drop(second);
+        drop(third);
+        assert!(s.is_empty(), "a count back at zero leaves no key behind");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_mix_holds_no_permit() {
+        let s = store(100, 4);
+        let mix = [in_flight("c", 1), window("w", 1, 60)];
+        let permits = admitted(&s, &mix);
+        assert_eq!(permits.len(), 1);
+        drop(permits);
+        assert_eq!(refused(&s, &mix).0, 1);
+        // The refused call took no slot: the slot is free again.
+        let _held = admitted(&s, &[in_flight("c", 1)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_period_starts_a_fresh_window() {
+        let s = store(100, 4);
+        admitted(&s, &[window("k", 1, 60)]);
+        refused(&s, &[window("k", 1, 60)]);
+        admitted(&s, &[window("k", 1, 1)]);
+        assert_eq!(refused(&s, &[window("k", 1, 1)]).1, Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_full_store_refuses_new_keys_and_serves_live_ones() {
+        let s = store(4, 1);
+        for key in ["a", "b", "c", "d"] {
+            admitted(&s, &[window(key, 2, 60)]);
+        }
+        assert!(matches!(
+            s.admit(&[window("e", 2, 60)]),
+            Err(StoreError::Full { capacity: 4 })
+        ));
+        admitted(&s, &[window("a", 2, 60)]);
+        assert_eq!(s.len(), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dead_windows_make_room() {
+        let s = store(4, 1);
+        for key in ["a", "b", "c", "d"] {
+            admitted(&s, &[window(key, 1, 1)]);
+        }
+        advance(Duration::from_secs(1)).await;
+        admitted(&s, &[window("e", 1, 1)]);
+        assert_eq!(s.len(), 1, "one sweep dropped the four dead windows");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flood_of_distinct_keys_stays_within_the_cap() {
+        let s = store(256, 16);
+        let mut full = 0;
+        for n in 0..20_000 {
+            let key = format!("lim/caller-{n}");
+            match s.admit(&[window(&key, 5, 60)]) {
+                Ok(Admission::Admitted(_)) => {}
+                Ok(Admission::Refused { .. }) => panic!("a fresh key is never over its limit"),
+                Err(StoreError::Full { .. }) => full += 1,
+                Err(e) => panic!("{e}"),
+            }
+            assert!(s.len() <= 256);
+        }
+        assert!(full >= 20_000 - 256, "{full} refusals");
+        advance(Duration::from_secs(60)).await;
+        admitted(&s, &[window("lim/after", 5, 60)]);
+    }
+
+    #[test]
+    fn shards_never_add_up_to_more_than_the_cap() {
+        let s = store(3, 64);
+        assert_eq!(s.inner.shards.len(), 2);
+        assert_eq!(s.inner.shard_cap * s.inner.shards.len(), 2);
     }
 }

@@ -113,7 +113,9 @@ pub enum StoreError {
     #[error("the state store answered unexpectedly: {0}")]
     UnexpectedReply(String),
     /// A Redis URL was configured but this build has no Redis support.
-    #[error("state.url names a Redis server but this build has no Redis support (cargo feature `redis`)")]
+    #[error(
+        "state.url names a Redis server but this build has no Redis support (cargo feature `redis`)"
+    )]
     Unsupported,
     /// The Redis backend was created outside a Tokio runtime.
     #[error("the Redis state store must be created inside a Tokio runtime")]
@@ -223,6 +225,23 @@ impl Store {
             Backend::Memory(_) => Ok(()),
             #[cfg(feature = "redis")]
             Backend::Redis(store) => store.ping().await,
+        }
+    }
+}
+
+impl From<MemoryStore> for Store {
+    fn from(store: MemoryStore) -> Self {
+        Self {
+            backend: Backend::Memory(store),
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+impl From<RedisStore> for Store {
+    fn from(store: RedisStore) -> Self {
+        Self {
+            backend: Backend::Redis(store),
         }
     }
 }

@@ -33,8 +33,12 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::mpsc;
 use tokio::task::AbortHandle;
 
-use super::config::{DEFAULT_CONNECTION_LEASE, DEFAULT_KEY_PREFIX, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, RedisUrl};
-use super::{Admission, Charge, ChargeKind, IN_FLIGHT_RETRY_AFTER, Permit, PermitInner, StoreError};
+use super::config::{
+    DEFAULT_CONNECTION_LEASE, DEFAULT_KEY_PREFIX, DEFAULT_POOL_SIZE, DEFAULT_TIMEOUT, RedisUrl,
+};
+use super::{
+    Admission, Charge, ChargeKind, IN_FLIGHT_RETRY_AFTER, Permit, PermitInner, StoreError,
+};
 
 /// Checks every charge, then counts all or none. KEYS: one counter per charge. ARGV[1]: the
 /// in-flight lease (ms); ARGV[2]: the member naming this call in in-flight sets; then per
@@ -297,7 +301,9 @@ impl RedisStore {
                 .map_err(backend)?;
         match reply[..] {
             [0, _] => {}
-            [index, ttl] if index >= 1 && usize::try_from(index).is_ok_and(|i| i <= charges.len()) => {
+            [index, ttl]
+                if index >= 1 && usize::try_from(index).is_ok_and(|i| i <= charges.len()) =>
+            {
                 let retry_after = u64::try_from(ttl)
                     .map(Duration::from_millis)
                     .unwrap_or(IN_FLIGHT_RETRY_AFTER);
@@ -407,7 +413,10 @@ async fn renew(
                     break;
                 }
                 Err(_) => {
-                    tracing::warn!(slots = batch.len(), "state store: renewing in-flight leases timed out");
+                    tracing::warn!(
+                        slots = batch.len(),
+                        "state store: renewing in-flight leases timed out"
+                    );
                     break;
                 }
             }
@@ -433,7 +442,9 @@ async fn release_all(
                 tracing::warn!(error = %e, "state store: releasing in-flight slots failed; their leases will expire");
             }
             Err(_) => {
-                tracing::warn!("state store: releasing in-flight slots timed out; their leases will expire");
+                tracing::warn!(
+                    "state store: releasing in-flight slots timed out; their leases will expire"
+                );
             }
         }
     }
