@@ -157,14 +157,17 @@ struct Inner {
     tasks: [AbortHandle; 2],
 }
 
+/// An in-flight slot in Redis: its sorted set and its member.
+type Slot = (Arc<str>, Arc<str>);
+
 /// The in-flight slots this process holds, renewed until released.
 struct Registry {
-    live: Mutex<HashMap<u64, (Arc<str>, Arc<str>)>>,
-    release: mpsc::UnboundedSender<(Arc<str>, Arc<str>)>,
+    live: Mutex<HashMap<u64, Slot>>,
+    release: mpsc::UnboundedSender<Slot>,
 }
 
 impl Registry {
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (Arc<str>, Arc<str>)>> {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Slot>> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -397,7 +400,7 @@ async fn renew(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let held: Vec<(Arc<str>, Arc<str>)> = registry.live().values().cloned().collect();
+        let held: Vec<Slot> = registry.live().values().cloned().collect();
         for batch in held.chunks(RENEW_BATCH) {
             let mut invocation = RENEW.prepare_invoke();
             invocation.arg(millis(lease));
@@ -426,7 +429,7 @@ async fn renew(
 
 /// Removes released slots from Redis, a pipeline per batch.
 async fn release_all(
-    mut releases: mpsc::UnboundedReceiver<(Arc<str>, Arc<str>)>,
+    mut releases: mpsc::UnboundedReceiver<Slot>,
     mut connection: ConnectionManager,
     timeout: Duration,
 ) {
