@@ -8,9 +8,10 @@
 //! - the limits that apply are found with one lookup by tool (each tool's list already holds
 //!   the every-tool limits), so a call that no limit matches costs that lookup and nothing more;
 //! - a matching limit of rate 0 refuses at once, without the store;
-//! - otherwise every matching limit becomes a [`Charge`] under its limit key (see
-//!   [`key`](self) for how keys are formed, including the rule for a missing part) and the
-//!   store counts all of them or none, in one operation (one round trip with Redis);
+//! - otherwise every matching limit becomes a [`Charge`] under its limit key
+//!   (`<id>/<value>/...`, escaped; a missing part is the empty value, so leaving a value out
+//!   never escapes a limit) and the store counts all of them or none, in one operation (one
+//!   round trip with Redis);
 //! - `requests` limits count in fixed windows of `per` that start with a key's first admitted
 //!   call; `connections` limits hold a [`Permit`] per call in [`Admitted`], given back when it
 //!   is dropped (the layer keeps it until the response body is finished or dropped);
