@@ -186,7 +186,7 @@ fn bench_redis(
         .expect("runtime");
     let config = policy_layer::state::StateConfig {
         url: Some(url.to_owned()),
-        ..StateConfig::default()
+        ..policy_layer::state::StateConfig::default()
     };
     let settings = config.validate().expect("redis url");
     let store = runtime.block_on(async { Store::from_settings(&settings).expect("redis store") });
