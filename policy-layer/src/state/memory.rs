@@ -102,6 +102,22 @@ impl Shard {
         }
     }
 
+    /// When `charge` can pass again, if it cannot now.
+    fn refusal(&self, charge: &Charge<'_>, now: Instant) -> Option<Duration> {
+        match charge.kind {
+            ChargeKind::Window(length) => self
+                .windows
+                .get(charge.key)
+                .filter(|w| w.live(now, length) && w.count >= charge.limit)
+                .map(|w| w.ends.saturating_duration_since(now)),
+            ChargeKind::InFlight => self
+                .in_flight
+                .get(charge.key)
+                .filter(|held| **held >= charge.limit)
+                .map(|_| IN_FLIGHT_RETRY_AFTER),
+        }
+    }
+
     fn note_end(&mut self, ends: Instant) {
         self.earliest_end = Some(self.earliest_end.map_or(ends, |e| e.min(ends)));
     }
@@ -161,6 +177,9 @@ impl MemoryStore {
 
     pub(super) fn admit(&self, charges: &[Charge<'_>]) -> Result<Admission, StoreError> {
         let now = Instant::now();
+        if let [charge] = charges {
+            return self.admit_one(charge, now);
+        }
         let mut order: Vec<(usize, usize)> = charges
             .iter()
             .enumerate()
@@ -179,97 +198,23 @@ impl MemoryStore {
         }
 
         // Check every charge (and room for the new keys) before counting any.
-        for (&(_, charge_index), &slot) in order.iter().zip(&slots) {
-            let charge = &charges[charge_index];
-            let shard = &guards[slot].1;
-            let refused = match charge.kind {
-                ChargeKind::Window(length) => shard
-                    .windows
-                    .get(charge.key)
-                    .filter(|w| w.live(now, length) && w.count >= charge.limit)
-                    .map(|w| w.ends.saturating_duration_since(now)),
-                ChargeKind::InFlight => shard
-                    .in_flight
-                    .get(charge.key)
-                    .filter(|held| **held >= charge.limit)
-                    .map(|_| IN_FLIGHT_RETRY_AFTER),
-            };
-            if let Some(retry_after) = refused {
-                return Ok(Admission::Refused {
-                    index: charge_index,
-                    retry_after,
-                });
+        for (&(_, index), &slot) in order.iter().zip(&slots) {
+            if let Some(retry_after) = guards[slot].1.refusal(&charges[index], now) {
+                return Ok(Admission::Refused { index, retry_after });
             }
         }
         for (shard_index, guard) in &mut guards {
             let needed = order
                 .iter()
-                .filter(|(s, _)| s == shard_index)
-                .filter(|(_, i)| guard.needs_entry(&charges[*i]))
+                .filter(|(s, i)| s == shard_index && guard.needs_entry(&charges[*i]))
                 .count();
-            if needed == 0 {
-                continue;
-            }
-            if guard.len() + needed > self.inner.shard_cap {
-                guard.sweep(now);
-                if guard.len() + needed > self.inner.shard_cap {
-                    return Err(StoreError::Full {
-                        capacity: self.inner.max_keys,
-                    });
-                }
-            }
+            self.make_room(guard, needed, now)?;
         }
 
-        // Count.
         let mut permits = Vec::new();
-        for (&(shard_index, charge_index), &slot) in order.iter().zip(&slots) {
-            let charge = &charges[charge_index];
-            let shard = &mut guards[slot].1;
-            match charge.kind {
-                ChargeKind::Window(length) => {
-                    let fresh = Window {
-                        count: 1,
-                        length,
-                        ends: now + length,
-                    };
-                    let ends = fresh.ends;
-                    let started = match shard.windows.get_mut(charge.key) {
-                        Some(w) if w.live(now, length) => {
-                            w.count += 1;
-                            false
-                        }
-                        Some(w) => {
-                            *w = fresh;
-                            true
-                        }
-                        None => {
-                            shard.windows.insert(charge.key.into(), fresh);
-                            true
-                        }
-                    };
-                    if started {
-                        shard.note_end(ends);
-                    }
-                }
-                ChargeKind::InFlight => {
-                    match shard.in_flight.get_mut(charge.key) {
-                        Some(held) => *held += 1,
-                        None => {
-                            shard.in_flight.insert(charge.key.into(), 1);
-                        }
-                    }
-                    permits.push((
-                        charge_index,
-                        Permit {
-                            inner: PermitInner::Memory(Held {
-                                store: Arc::clone(&self.inner),
-                                shard: shard_index,
-                                key: charge.key.into(),
-                            }),
-                        },
-                    ));
-                }
-            }
+        for (&(shard_index, index), &slot) in order.iter().zip(&slots) {
+            let permit = self.count(&mut guards[slot].1, shard_index, &charges[index], now);
+            permits.extend(permit.map(|p| (index, p)));
         }
         drop(guards);
         // Permits in the order of the charges.
@@ -277,6 +222,91 @@ impl MemoryStore {
         Ok(Admission::Admitted(
             permits.into_iter().map(|(_, p)| p).collect(),
         ))
+    }
+
+    /// The common case, one limit: one shard, no bookkeeping.
+    fn admit_one(&self, charge: &Charge<'_>, now: Instant) -> Result<Admission, StoreError> {
+        let shard_index = self.shard_of(charge.key);
+        let mut shard = lock(&self.inner.shards[shard_index]);
+        if let Some(retry_after) = shard.refusal(charge, now) {
+            return Ok(Admission::Refused {
+                index: 0,
+                retry_after,
+            });
+        }
+        let needed = usize::from(shard.needs_entry(charge));
+        self.make_room(&mut shard, needed, now)?;
+        let permit = self.count(&mut shard, shard_index, charge, now);
+        drop(shard);
+        Ok(Admission::Admitted(permit.into_iter().collect()))
+    }
+
+    /// Makes sure `shard` can take `needed` new keys: sweeps it if full, else refuses.
+    fn make_room(&self, shard: &mut Shard, needed: usize, now: Instant) -> Result<(), StoreError> {
+        if needed == 0 || shard.len() + needed <= self.inner.shard_cap {
+            return Ok(());
+        }
+        shard.sweep(now);
+        if shard.len() + needed <= self.inner.shard_cap {
+            Ok(())
+        } else {
+            Err(StoreError::Full {
+                capacity: self.inner.max_keys,
+            })
+        }
+    }
+
+    /// Counts an admitted charge; an in-flight one returns its permit.
+    fn count(
+        &self,
+        shard: &mut Shard,
+        shard_index: usize,
+        charge: &Charge<'_>,
+        now: Instant,
+    ) -> Option<Permit> {
+        match charge.kind {
+            ChargeKind::Window(length) => {
+                let fresh = Window {
+                    count: 1,
+                    length,
+                    ends: now + length,
+                };
+                let ends = fresh.ends;
+                let started = match shard.windows.get_mut(charge.key) {
+                    Some(w) if w.live(now, length) => {
+                        w.count += 1;
+                        false
+                    }
+                    Some(w) => {
+                        *w = fresh;
+                        true
+                    }
+                    None => {
+                        shard.windows.insert(charge.key.into(), fresh);
+                        true
+                    }
+                };
+                if started {
+                    shard.note_end(ends);
+                }
+                None
+            }
+            ChargeKind::InFlight => {
+                match shard.in_flight.get_mut(charge.key) {
+                    Some(held) => *held += 1,
+                    None => {
+                        shard.in_flight.insert(charge.key.into(), 1);
+                    }
+                }
+                Some(Permit {
+                    inner: PermitInner::Memory(Held {
+                        store: Arc::clone(&self.inner),
+                        shard: shard_index,
+                        key: charge.key.into(),
+                    }),
+                })
+            }
+        }
     }
 }
 
