@@ -6,8 +6,9 @@
 //! [`jsonrpc`] parses the body; [`decide`] decides each message with the [`engine`] over the
 //! Cedar [`model`] (AuthorizeAction); [`filter`] rewrites the reply (PartiallyAuthorizeActions
 //! on every tools/list answer); [`reply`] writes every answer the layer makes itself;
-//! [`telemetry`] owns the spans. [`PolicyLayer`] / [`PolicyService`] tie it into any tower HTTP
-//! service.
+//! [`telemetry`] owns the spans. [`limit`] holds the rate limits, counted in the [`state`]
+//! store (memory, or Redis with the `redis` feature). [`PolicyLayer`] / [`PolicyService`] tie
+//! it into any tower HTTP service.
 
 #![warn(missing_docs)]
 
@@ -20,17 +21,20 @@ mod exchange;
 pub mod filter;
 pub mod jsonrpc;
 pub mod layer;
+pub mod limit;
 pub mod model;
 pub mod protocol;
 pub mod record;
 pub mod reply;
 pub mod service;
+pub mod state;
 pub mod telemetry;
 
 pub use body::PolicyBody;
 pub use config::{DenyStyle, ExceptionLevel, Mode, Settings};
 pub use engine::{PolicyEngine, PolicySource};
 pub use layer::PolicyLayer;
+pub use limit::{Admitted, Limits, Throttled};
 pub use protocol::PeerAddr;
 pub use record::{CallRecord, DecisionObserver, ListRecord};
 pub use service::PolicyService;
