@@ -138,7 +138,7 @@ fn bench_list(c: &mut Criterion) {
         let snapshot = engine_with(100, 1_000, extra).snapshot().expect("snapshot");
         group.bench_function(label, |b| {
             b.iter(|| {
-                let lister = snapshot.lister(&identity);
+                let mut lister = snapshot.lister(&identity);
                 for name in &names {
                     black_box(lister.listing(name).expect("decides"));
                 }

@@ -22,21 +22,27 @@ pub fn request_span(envelope: &Envelope, headers: &HeaderMap) -> Span {
         .filter(|_| method == "tools/call")
         .and_then(Message::params)
         .and_then(|p| p.name.as_deref());
-    let name = match tool {
-        Some(tool) => format!("{method} {tool}"),
-        None => method.to_owned(),
-    };
-    tracing::info_span!(
+    let span = tracing::info_span!(
         "mcp.request",
-        otel.name = %name,
+        otel.name = field::Empty,
         otel.kind = "server",
         mcp.method.name = method,
         gen_ai.tool.name = tool,
-        jsonrpc.request.id = first.and_then(Message::id).map(|id| field::display(id.to_string())),
+        jsonrpc.request.id = first
+            .and_then(Message::id)
+            .map(|id| field::display(id.to_string())),
         mcp.session.id = header(headers, MCP_SESSION_ID),
         mcp.protocol.version = header(headers, MCP_PROTOCOL_VERSION),
         mcp.batch.size = envelope.messages.len(),
-    )
+    );
+    // The name is formatted only for a span someone records.
+    if !span.is_disabled() {
+        match tool {
+            Some(tool) => span.record("otel.name", format!("{method} {tool}")),
+            None => span.record("otel.name", method),
+        };
+    }
+    span
 }
 
 /// The request span of a GET (the server's event stream) or a DELETE (the end of a session).

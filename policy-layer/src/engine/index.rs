@@ -31,6 +31,11 @@ pub struct ToolPolicies {
     pub candidates: usize,
     /// Whether an enforced permit can apply: without one, every request is denied.
     pub any_permit: bool,
+    /// The tools whose enforced policies are the same ones, none of which reads `action` in
+    /// its conditions, share a class: a list decides them alike (principal, resource and
+    /// input are the same for all; each policy's action scope holds for each by the index).
+    /// `None` when some condition reads `action`.
+    pub class: Option<usize>,
 }
 
 impl ToolPolicies {
@@ -46,6 +51,17 @@ impl ToolPolicies {
 pub struct PolicyIndex {
     by_tool: HashMap<String, Arc<ToolPolicies>>,
     fallback: Arc<ToolPolicies>,
+}
+
+/// Whether a policy's conditions read the `action` variable (its scope aside).
+fn reads_action(policy: &cedar_policy::Policy) -> bool {
+    use cedar_policy_core::ast::{ExprKind, Var};
+    let core: &cedar_policy_core::ast::Policy = policy.as_ref();
+    core.non_scope_constraints().is_some_and(|condition| {
+        condition
+            .subexpressions()
+            .any(|e| matches!(e.expr_kind(), ExprKind::Var(Var::Action)))
+    })
 }
 
 /// Where a policy's action scope points.
@@ -90,7 +106,45 @@ impl PolicyIndex {
             })
             .collect();
         let fallback = Arc::new(Self::sets_for(policies, model, &buckets, None));
-        Self { by_tool, fallback }
+        let mut index = Self { by_tool, fallback };
+        index.classify(policies);
+        index
+    }
+
+    /// Gives each tool's sets its [`ToolPolicies::class`].
+    fn classify(&mut self, policies: &LoadedPolicies) {
+        let reads_action: Vec<bool> = policies
+            .policies
+            .iter()
+            .map(|loaded| reads_action(&loaded.policy))
+            .collect();
+        let by_id: HashMap<&str, usize> = policies
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, loaded)| (loaded.id(), i))
+            .collect();
+        let mut classes: HashMap<Vec<usize>, usize> = HashMap::new();
+        let mut assign = |sets: &mut Arc<ToolPolicies>| {
+            let members: Option<Vec<usize>> = sets
+                .active
+                .policies()
+                .map(|p| by_id.get(AsRef::<str>::as_ref(p.id())).copied())
+                .collect::<Option<Vec<usize>>>()
+                .filter(|members| !members.iter().any(|i| reads_action[*i]));
+            let class = members.map(|mut members| {
+                members.sort_unstable();
+                let next = classes.len();
+                *classes.entry(members).or_insert(next)
+            });
+            if let Some(sets) = Arc::get_mut(sets) {
+                sets.class = class;
+            }
+        };
+        for sets in self.by_tool.values_mut() {
+            assign(sets);
+        }
+        assign(&mut self.fallback);
     }
 
     /// The policies that can apply to a call of `tool`.

@@ -50,7 +50,13 @@ pub struct Snapshot {
     policies: Arc<LoadedPolicies>,
     index: PolicyIndex,
     generation: u64,
+    /// Each recent caller's list answers by index class (`partial.rs`); a new snapshot
+    /// starts empty, so nothing outlives the policies it was decided by.
+    listings: quick_cache::sync::Cache<Arc<str>, partial::ClassListings>,
 }
+
+/// Callers whose list answers a snapshot keeps.
+const LISTING_CALLERS: usize = 4096;
 
 impl Snapshot {
     /// Builds and indexes a snapshot.
@@ -68,6 +74,7 @@ impl Snapshot {
             policies,
             index,
             generation,
+            listings: quick_cache::sync::Cache::new(LISTING_CALLERS),
         }
     }
 
@@ -1039,6 +1046,9 @@ permit(principal, action == GET_ORDER, resource);
                 r#"context.input.amount.lessThan(decimal("1000.0"))"#,
                 r#"principal.hasTag("role") && principal.getTag("role") == "admin""#,
                 "context.input.missing == 1",
+                // Conditions on `action` keep a tool out of the list classes (`index.rs`).
+                r#"action == AgentCore::Action::"RefundTool___get_order""#,
+                r#"action in AgentCore::Action::"RefundTool" && context.input.amount.lessThan(decimal("5.0"))"#,
             ])
         }
 

@@ -3,7 +3,12 @@
 //! Each tool is evaluated with principal, action and resource known and `context` unknown
 //! (Cedar partial evaluation). Only a definite Deny drops a tool; a permit that depends on
 //! the input keeps it listed, and its calls are decided at call time (`docs/request-flow.md`).
+//!
+//! Tools of one index class (the same enforced policies, none reading `action`) are decided
+//! alike, so a list evaluates each class once; and a caller's answers per class are kept with
+//! the snapshot, so the caller's next list under the same policies costs lookups only.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use cedar_policy::{Authorizer, Decision, EntityUid, Request};
@@ -44,17 +49,38 @@ impl Snapshot {
         self.lister(identity).listing(tool)
     }
 
-    /// Lists tools for one caller: what does not depend on the tool is built once.
+    /// Lists tools for one caller: what does not depend on the tool is built once, and what
+    /// this caller's earlier lists under this snapshot found is reused.
     #[must_use]
     pub fn lister(&self, identity: &Identity) -> Lister<'_> {
+        let key: Arc<str> = Arc::from(caller_key(identity));
+        let known = self.listings.get(&*key).unwrap_or_default();
         Lister {
             snapshot: self,
             principal: self.model.principal_uid(identity),
             principal_entity: self.model.principal_entity(identity),
             resource: self.model.resource_uid(),
+            key,
+            known,
+            found: HashMap::new(),
         }
     }
 }
+
+/// What a caller is to the policies: its principal type, id and every tag.
+fn caller_key(identity: &Identity) -> String {
+    let mut key = format!("{:?}\0{}", identity.kind, identity.subject);
+    for (name, value) in &identity.tags {
+        key.push('\0');
+        key.push_str(name);
+        key.push('=');
+        key.push_str(value);
+    }
+    key
+}
+
+/// A caller's listings by index class, kept with the snapshot.
+pub(crate) type ClassListings = Arc<HashMap<usize, Listing>>;
 
 /// [`Snapshot::partially_authorize`] for many tools and one caller.
 #[derive(Debug)]
@@ -63,6 +89,12 @@ pub struct Lister<'a> {
     principal: EntityUid,
     principal_entity: Arc<cedar_policy_core::ast::Entity>,
     resource: EntityUid,
+    /// The caller's key in the snapshot's listings.
+    key: Arc<str>,
+    /// What earlier lists found, by class.
+    known: ClassListings,
+    /// What this list found that they had not.
+    found: HashMap<usize, Listing>,
 }
 
 impl Lister<'_> {
@@ -71,13 +103,29 @@ impl Lister<'_> {
     /// # Errors
     /// [`EngineError`] when Cedar cannot build or evaluate the request: the caller fails
     /// closed.
-    pub fn listing(&self, tool: &str) -> Result<Listing, EngineError> {
-        let snapshot = self.snapshot;
-        let sets = snapshot.index.for_tool(tool);
+    pub fn listing(&mut self, tool: &str) -> Result<Listing, EngineError> {
+        let sets = self.snapshot.index.for_tool(tool);
         if !sets.any_permit {
             // No permit can apply: Cedar denies every request, whatever the input.
             return Ok(Listing::Denied);
         }
+        let Some(class) = sets.class else {
+            return self.evaluate(tool, sets);
+        };
+        if let Some(listing) = self.known.get(&class).or_else(|| self.found.get(&class)) {
+            return Ok(*listing);
+        }
+        let listing = self.evaluate(tool, sets)?;
+        self.found.insert(class, listing);
+        Ok(listing)
+    }
+
+    fn evaluate(
+        &self,
+        tool: &str,
+        sets: &crate::engine::ToolPolicies,
+    ) -> Result<Listing, EngineError> {
+        let snapshot = self.snapshot;
         let request = Request::builder()
             .principal(self.principal.clone())
             .action(snapshot.model.action_uid(tool))
@@ -90,5 +138,80 @@ impl Lister<'_> {
             Some(Decision::Deny) => Listing::Denied,
             None => Listing::Depends,
         })
+    }
+}
+
+impl Drop for Lister<'_> {
+    /// Keeps what this list found for the caller's next list under the same snapshot.
+    fn drop(&mut self) {
+        if self.found.is_empty() {
+            return;
+        }
+        let mut all: HashMap<usize, Listing> = (*self.known).clone();
+        all.extend(self.found.drain());
+        self.snapshot
+            .listings
+            .insert(Arc::clone(&self.key), Arc::new(all));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{PolicyEngine, PolicySource};
+    use crate::model::{ModelConfig, ToolCatalog};
+    use serde_json::json;
+
+    fn snapshot(policies: &str) -> Arc<Snapshot> {
+        let model = ModelConfig {
+            target: "T".into(),
+            gateway_id: "g".into(),
+            ..ModelConfig::default()
+        };
+        let engine = PolicyEngine::from_sources(model, &[PolicySource::new("p.cedar", policies)])
+            .expect("policies");
+        let tools: Vec<_> = (0..50).map(|i| json!({"name": format!("t{i}")})).collect();
+        engine.set_catalog(ToolCatalog::from_list(&json!({ "tools": tools })));
+        engine.snapshot().expect("snapshot")
+    }
+
+    #[test]
+    fn tools_of_one_class_are_evaluated_once_and_remembered_for_the_caller() {
+        let snapshot = snapshot(
+            r#"permit(principal, action in AgentCore::Action::"T", resource)
+               when { context.input.amount.lessThan(decimal("10.0")) };"#,
+        );
+        let alice = Identity::anonymous();
+        let mut lister = snapshot.lister(&alice);
+        for i in 0..50 {
+            assert_eq!(lister.listing(&format!("t{i}")), Ok(Listing::Depends));
+        }
+        assert_eq!(
+            lister.found.len(),
+            1,
+            "fifty tools, one class, one evaluation"
+        );
+        drop(lister);
+        let again = snapshot.lister(&alice);
+        assert_eq!(
+            again.known.len(),
+            1,
+            "the caller's next list starts from what was found"
+        );
+    }
+
+    #[test]
+    fn a_condition_on_the_action_is_decided_tool_by_tool() {
+        let snapshot = snapshot(
+            r#"permit(principal, action in AgentCore::Action::"T", resource)
+               when { action == AgentCore::Action::"T___t3" };"#,
+        );
+        let mut lister = snapshot.lister(&Identity::anonymous());
+        assert_eq!(lister.listing("t3"), Ok(Listing::Allowed));
+        assert_eq!(lister.listing("t4"), Ok(Listing::Denied));
+        assert!(
+            lister.found.is_empty(),
+            "no class for a set that reads the action"
+        );
     }
 }

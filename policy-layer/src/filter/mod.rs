@@ -169,10 +169,14 @@ impl Rewrite {
     pub fn json_body(&mut self, body: &[u8], complete: bool) -> Option<Bytes> {
         // As a client decodes the body: bytes that are not UTF-8 read as U+FFFD.
         let decoded = String::from_utf8_lossy(body);
+        if self.list_ids.is_empty() && self.local_answers.is_empty() && !may_list(&decoded) {
+            // Nothing to answer here and nothing a client could take for a list: as it came.
+            return None;
+        }
         let text = Some(decoded.trim()).filter(|t| !t.is_empty());
         let mut out: Vec<String> = Vec::new();
         let mut changed = false;
-        match text.map(|t| (t, serde_json::from_str::<Vec<&RawValue>>(t))) {
+        match text.map(|t| (t, batch_items(t))) {
             Some((_, Ok(items))) => {
                 for item in items {
                     let text = item.get();
@@ -235,6 +239,15 @@ impl Rewrite {
         } else {
             format!("[{}]", answers.join(","))
         })
+    }
+}
+
+/// The messages of a batch body, when it is one.
+fn batch_items(text: &str) -> Result<Vec<&RawValue>, ()> {
+    if text.starts_with('[') {
+        serde_json::from_str(text).map_err(|_| ())
+    } else {
+        Err(())
     }
 }
 

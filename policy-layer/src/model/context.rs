@@ -192,18 +192,21 @@ impl<'de> Visitor<'de> for EntriesVisitor {
     }
 }
 
-/// A JSON number literal, exactly: `digits * 10^exponent`, `digits` without leading zeros.
+/// A JSON number literal, exactly: its significant digits times `10^exponent`, read without
+/// allocating. The digits are the integer part's then the fraction's, with the leading zeros of
+/// the one and the trailing zeros of both taken off (moved into the exponent).
 #[derive(Debug, PartialEq, Eq)]
-struct Exact {
+struct Exact<'a> {
     negative: bool,
-    /// The significant digits, trailing zeros moved into `exponent`; empty for zero.
-    digits: String,
+    /// The significant digits, in two pieces: empty for zero.
+    digits: (&'a str, &'a str),
     exponent: i64,
 }
 
-impl Exact {
+impl<'a> Exact<'a> {
     /// Reads a JSON number literal (the grammar was checked by the JSON parse).
-    fn parse(text: &str) -> Result<Self, String> {
+    fn parse(text: &'a str) -> Result<Self, String> {
+        let out_of_range = || format!("{text} is out of range");
         let (negative, rest) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, text),
@@ -215,31 +218,43 @@ impl Exact {
         let exponent: i64 = exponent
             .trim_start_matches('+')
             .parse()
-            .map_err(|_| format!("{text} is out of range"))?;
+            .map_err(|_| out_of_range())?;
         let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
         if int_part.is_empty()
-            || !(int_part.bytes().chain(frac_part.bytes())).all(|b| b.is_ascii_digit())
+            || !int_part
+                .bytes()
+                .chain(frac_part.bytes())
+                .all(|b| b.is_ascii_digit())
         {
             return Err(format!("{text} is not a number"));
         }
-        let mut digits: String = int_part.chars().chain(frac_part.chars()).collect();
-        let frac_len =
-            i64::try_from(frac_part.len()).map_err(|_| format!("{text} is out of range"))?;
-        let mut exponent = exponent
-            .checked_sub(frac_len)
-            .ok_or_else(|| format!("{text} is out of range"))?;
-        let trailing = digits.len() - digits.trim_end_matches('0').len();
-        digits.truncate(digits.len() - trailing);
-        exponent = exponent.saturating_add(i64::try_from(trailing).unwrap_or(i64::MAX));
-        let digits = digits.trim_start_matches('0').to_owned();
-        if digits.is_empty() {
+        let frac = frac_part.trim_end_matches('0');
+        let frac_len = i64::try_from(frac.len()).map_err(|_| out_of_range())?;
+        let mut int = int_part.trim_start_matches('0');
+        let mut exponent = exponent.checked_sub(frac_len).ok_or_else(out_of_range)?;
+        if frac.is_empty() {
+            let trimmed = int.trim_end_matches('0');
+            let zeros = i64::try_from(int.len() - trimmed.len()).map_err(|_| out_of_range())?;
+            exponent = exponent.saturating_add(zeros);
+            int = trimmed;
+        }
+        let frac = if int.is_empty() {
+            frac.trim_start_matches('0')
+        } else {
+            frac
+        };
+        if int.is_empty() && frac.is_empty() {
             exponent = 0;
         }
         Ok(Self {
             negative,
-            digits,
+            digits: (int, frac),
             exponent,
         })
+    }
+
+    fn is_zero(&self) -> bool {
+        self.digits.0.is_empty() && self.digits.1.is_empty()
     }
 
     /// The value times `10^scale`, when that is a whole number within `limit`.
@@ -249,7 +264,7 @@ impl Exact {
             return None;
         }
         let mut value: i128 = 0;
-        for d in self.digits.bytes() {
+        for d in self.digits.0.bytes().chain(self.digits.1.bytes()) {
             value = value.checked_mul(10)?.checked_add(i128::from(d - b'0'))?;
             if value > limit {
                 return None;
@@ -268,7 +283,7 @@ impl Exact {
 /// A Long from a JSON number literal: a whole number within `i64` (`5.0` and `5e0` are 5).
 fn long(text: &str) -> Result<i64, String> {
     let exact = Exact::parse(text)?;
-    if !exact.digits.is_empty() && exact.exponent < 0 {
+    if !exact.is_zero() && exact.exponent < 0 {
         return Err(format!("expected an integer, got {text}"));
     }
     // `i64::MIN` is one beyond `i64::MAX` in magnitude.
