@@ -19,6 +19,7 @@ pub mod model;
 pub mod record;
 pub mod response;
 pub mod service;
+pub mod temporal;
 
 pub use body::PolicyBody;
 pub use config::{DenyStyle, ExceptionLevel, Mode, Settings};
