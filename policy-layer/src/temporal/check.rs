@@ -383,7 +383,7 @@ impl Checker {
 }
 
 /// Variables a condition mentions that it does not declare itself.
-fn free_vars(c: &Cond) -> Names {
+pub(crate) fn free_vars(c: &Cond) -> Names {
     let mut out = Names::new();
     collect_cond(c, &mut Names::new(), &mut out);
     out

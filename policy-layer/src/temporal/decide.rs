@@ -8,15 +8,12 @@
 //! records them: an allowed call's `request` at decision time, then its `response` (with the
 //! tool's outputs) or `error` when it completes; a denied call's `error`.
 
-use std::sync::Arc;
-
 use cedar_policy::{Authorizer, Decision, Entities, PolicySet, Request, RestrictedExpression};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
 use super::ast::EventKind;
-use super::eval::RequestFacts;
-use super::history::Event;
+use super::history::{Event, SessionId};
 use super::value::Value;
 use super::{TemporalPolicies, TemporalValues};
 use crate::auth::{Identity, PrincipalKind};
@@ -76,7 +73,7 @@ pub struct SessionDecider {
     model: ActionModel,
     catalog: ToolCatalog,
     history: Vec<Event>,
-    session: Value,
+    session: SessionId,
 }
 
 impl SessionDecider {
@@ -105,7 +102,13 @@ impl SessionDecider {
             model,
             catalog,
             history: Vec::new(),
-            session: Value::str("session"),
+            session: SessionId::parse(b"session").map_err(|e| {
+                LoadErrors(vec![crate::engine::LoadError::Unsupported {
+                    origin: String::new(),
+                    id: String::new(),
+                    message: e.to_string(),
+                }])
+            })?,
         })
     }
 
@@ -145,19 +148,17 @@ impl SessionDecider {
         time_ms: i64,
         output: Option<&Json>,
     ) -> Event {
-        let action = self.model.action_id(&call.tool);
-        let mut e = Event::new(time_ms, &action, kind);
-        e.principal = Some(Value::entity("AgentCore::OAuthUser", &call.principal));
-        e.resource = Some(Value::entity(
-            "AgentCore::Gateway",
-            &self.model.config().gateway_id,
-        ));
-        e.request_id = call.request_id.as_deref().map(Arc::from);
-        e.input = Value::from_json(&call.arguments, self.input_type(&call.tool));
-        if kind == EventKind::Response && self.temporal.reads_outputs(&action) {
-            e.output = output.and_then(|o| Value::from_json(o, &InputType::Untyped));
-        }
-        e
+        super::call_event(
+            &self.temporal,
+            &self.model,
+            &Self::identity(&call.principal),
+            &call.tool,
+            kind,
+            time_ms,
+            call.request_id.as_deref(),
+            Value::from_json(&call.arguments, self.input_type(&call.tool)),
+            output,
+        )
     }
 
     /// Decides `call` at `now_ms` against the session's history. An allowed call's `request`
@@ -175,18 +176,12 @@ impl SessionDecider {
         let values = if ids.is_empty() {
             TemporalValues::default()
         } else {
-            let facts = RequestFacts {
-                principal: Value::entity("AgentCore::OAuthUser", &call.principal),
-                principal_attrs: Value::Record(
-                    [(Arc::from("id"), Value::str(&call.principal))].into(),
-                ),
-                resource: Value::entity("AgentCore::Gateway", &self.model.config().gateway_id),
-                input: current
-                    .input
-                    .clone()
-                    .unwrap_or(Value::Record(Default::default())),
-                session: self.session.clone(),
-            };
+            let facts = super::request_facts(
+                &self.model,
+                &Self::identity(&call.principal),
+                current.input.clone(),
+                &self.session,
+            );
             let horizon = now_ms.saturating_sub(self.temporal.max_window_ms());
             let from = self.history.partition_point(|e| e.time_ms < horizon);
             self.temporal

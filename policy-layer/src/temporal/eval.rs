@@ -161,9 +161,28 @@ impl<'a> Evaluator<'a> {
                 left,
                 right,
             } => {
+                // A left side with no variables of its own reads nothing the anchor binds: find
+                // once the events after which it held throughout, instead of once per anchor.
+                let mut held_after = None;
+                if super::check::free_vars(left).is_empty() {
+                    let mut k = i;
+                    while k > 0 && !self.eval(left, k, env)?.is_empty() {
+                        k -= 1;
+                    }
+                    // `left` holds at every event after `k`: only anchors at `k` or later can hold.
+                    held_after = Some(k);
+                }
                 let mut rows = Vec::new();
                 for j in (0..=i).rev() {
                     if !self.in_window(i, j, *window) {
+                        continue;
+                    }
+                    if let Some(k) = held_after {
+                        if j < k {
+                            break;
+                        }
+                        let mut anchored = self.eval(right, j, env)?;
+                        rows.append(&mut anchored);
                         continue;
                     }
                     for row in self.eval(right, j, env)? {
@@ -390,5 +409,155 @@ impl<'a> Evaluator<'a> {
         }
         // Dogwood clamps a total outside the `Long` range rather than failing.
         Ok(i64::try_from(total).unwrap_or(if total < 0 { i64::MIN } else { i64::MAX }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::temporal::ast::EventKind;
+    use crate::temporal::parse::parse_condition;
+    use std::collections::BTreeMap;
+
+    fn facts(input: &[(&str, Value)]) -> RequestFacts {
+        RequestFacts {
+            principal: Value::entity("AgentCore::OAuthUser", "alice"),
+            principal_attrs: Value::Record(BTreeMap::from([(
+                Arc::from("id"),
+                Value::str("alice"),
+            )])),
+            resource: Value::entity("AgentCore::Gateway", "gw"),
+            input: Value::Record(
+                input
+                    .iter()
+                    .map(|(k, v)| (Arc::from(*k), v.clone()))
+                    .collect(),
+            ),
+            session: Value::str("s"),
+        }
+    }
+
+    fn event(secs: i64, tool: &str, kind: EventKind, input: &[(&str, Value)]) -> Event {
+        let mut e = Event::new(secs * 1000, &format!("T___{tool}"), kind);
+        e.resource = Some(Value::entity("AgentCore::Gateway", "gw"));
+        e.principal = Some(Value::entity("AgentCore::OAuthUser", "alice"));
+        e.input = Some(Value::Record(
+            input
+                .iter()
+                .map(|(k, v)| (Arc::from(*k), v.clone()))
+                .collect(),
+        ));
+        e
+    }
+
+    fn holds(
+        text: &str,
+        history: &[Event],
+        now: i64,
+        input: &[(&str, Value)],
+    ) -> Result<bool, EvalError> {
+        let cond = parse_condition(text, 0).expect("parses");
+        let current = event(now, "now", EventKind::Request, input);
+        let f = facts(input);
+        Evaluator::new(history, &current, &f).holds(&cond)
+    }
+
+    const A: &str = r#"AgentCore::Action::"T___a""#;
+
+    #[test]
+    fn windows_include_an_event_exactly_their_length_old() {
+        let h = [event(0, "a", EventKind::Response, &[])];
+        let c = format!("formerly within 1m {A}::response{{ eventResource: resource }}");
+        assert_eq!(holds(&c, &h, 60, &[]), Ok(true));
+        assert_eq!(holds(&c, &h, 61, &[]), Ok(false));
+    }
+
+    #[test]
+    fn previous_looks_at_the_immediately_preceding_event_only() {
+        let h = [
+            event(0, "a", EventKind::Request, &[]),
+            event(1, "b", EventKind::Request, &[]),
+        ];
+        let c = format!("previous within 1h {A}::request{{ eventResource: resource }}");
+        assert_eq!(holds(&c, &h, 5, &[]), Ok(false));
+        assert_eq!(holds(&c, &h[..1], 5, &[]), Ok(true));
+        assert_eq!(holds(&c, &[], 5, &[]), Ok(false));
+    }
+
+    #[test]
+    fn since_with_a_correlated_left_side_checks_each_anchor() {
+        // `!a{x: v} since b{x: v}`: only an `a` with the anchor's own `x` breaks it.
+        let h = [
+            event(0, "b", EventKind::Request, &[("x", Value::Long(1))]),
+            event(1, "a", EventKind::Request, &[("x", Value::Long(2))]),
+        ];
+        let c = format!(
+            "exists (v: Long). (!{A}::request{{ eventResource: resource, input.x: v }} since within 1h AgentCore::Action::\"T___b\"::request{{ eventResource: resource, input.x: v }})"
+        );
+        assert_eq!(holds(&c, &h, 5, &[]), Ok(true));
+        let h2 = [
+            h[0].clone(),
+            event(1, "a", EventKind::Request, &[("x", Value::Long(1))]),
+        ];
+        assert_eq!(holds(&c, &h2, 5, &[]), Ok(false));
+    }
+
+    #[test]
+    fn aggregates_deduplicate_on_their_domain() {
+        let amt = |n| [("amount", Value::Long(n))];
+        let h = [
+            event(0, "a", EventKind::Request, &amt(100)),
+            event(1, "a", EventKind::Request, &amt(100)),
+            event(2, "a", EventKind::Request, &amt(50)),
+        ];
+        let with_tp = format!(
+            "exists (s: Long). (sum x for (x: Long), (t: Timepoint). where (formerly within 1h ({A}::request{{ eventResource: resource, input.amount: x }} && tp(t)))) == s && s == 250"
+        );
+        let without_tp = format!(
+            "exists (s: Long). (sum x for (x: Long). where (formerly within 1h {A}::request{{ eventResource: resource, input.amount: x }})) == s && s == 150"
+        );
+        assert_eq!(holds(&with_tp, &h, 5, &[]), Ok(true));
+        assert_eq!(holds(&without_tp, &h, 5, &[]), Ok(true));
+    }
+
+    #[test]
+    fn correlation_reads_the_current_requests_input() {
+        let h = [event(
+            0,
+            "a",
+            EventKind::Response,
+            &[("claim", Value::str("C-1"))],
+        )];
+        let c = format!(
+            "formerly within 1h {A}::response{{ eventResource: resource, input.claim: context.input.claim }}"
+        );
+        assert_eq!(holds(&c, &h, 5, &[("claim", Value::str("C-1"))]), Ok(true));
+        assert_eq!(holds(&c, &h, 5, &[("claim", Value::str("C-2"))]), Ok(false));
+        assert_eq!(
+            holds(&c, &h, 5, &[]),
+            Ok(false),
+            "a missing input matches nothing"
+        );
+    }
+
+    #[test]
+    fn running_out_of_budget_is_an_error_not_an_answer() {
+        let h: Vec<Event> = (0..50)
+            .map(|n| event(n, "a", EventKind::Request, &[]))
+            .collect();
+        let cond = parse_condition(
+            &format!("exists (n: Long). (count for (t: Timepoint). where (formerly within 1h ({A}::request{{ eventResource: resource }} && tp(t)))) == n && n > 3"),
+            0,
+        )
+        .expect("parses");
+        let current = event(100, "now", EventKind::Request, &[]);
+        let f = facts(&[]);
+        assert_eq!(Evaluator::new(&h, &current, &f).holds(&cond), Ok(true));
+        assert_eq!(
+            Evaluator::new(&h, &current, &f)
+                .with_budget(20)
+                .holds(&cond),
+            Err(EvalError::Budget(20))
+        );
     }
 }

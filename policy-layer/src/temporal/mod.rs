@@ -28,6 +28,7 @@ use std::sync::Arc;
 use cedar_policy::ActionConstraint;
 use smol_str::SmolStr;
 
+use crate::auth::Identity;
 use crate::engine::{LoadError, LoadErrors, LoadedPolicies, PolicySource, Position};
 use crate::model::ActionModel;
 
@@ -344,6 +345,67 @@ impl TemporalPolicies {
             .collect();
         TemporalValues { results }
     }
+}
+
+/// The facts of the current call that conditions read (`principal`, `resource`,
+/// `context.input`, the session).
+#[must_use]
+pub fn request_facts(
+    model: &ActionModel,
+    identity: &Identity,
+    input: Option<Value>,
+    session: &SessionId,
+) -> RequestFacts {
+    let principal = model.principal_uid(identity);
+    RequestFacts {
+        principal: Value::entity(
+            &principal.type_name().to_string(),
+            principal.id().unescaped(),
+        ),
+        principal_attrs: Value::Record(BTreeMap::from([(
+            Arc::from("id"),
+            Value::str(&identity.subject),
+        )])),
+        resource: Value::entity("AgentCore::Gateway", &model.config().gateway_id),
+        input: input.unwrap_or_else(|| Value::Record(BTreeMap::new())),
+        session: Value::str(session.as_str()),
+    }
+}
+
+/// The event of `kind` for a call of `tool` by `identity` at `time_ms`, with the fields of
+/// AgentCore's event schema. `output` (the tool's `structuredContent`) is kept on a `response`
+/// only, and only when some condition reads that tool's outputs.
+#[allow(clippy::too_many_arguments)]
+#[must_use]
+pub fn call_event(
+    temporal: &TemporalPolicies,
+    model: &ActionModel,
+    identity: &Identity,
+    tool: &str,
+    kind: EventKind,
+    time_ms: i64,
+    request_id: Option<&str>,
+    input: Option<Value>,
+    output: Option<&serde_json::Value>,
+) -> Event {
+    let action = model.action_id(tool);
+    let principal = model.principal_uid(identity);
+    let mut e = Event::new(time_ms, &action, kind);
+    e.principal = Some(Value::entity(
+        &principal.type_name().to_string(),
+        principal.id().unescaped(),
+    ));
+    e.resource = Some(Value::entity(
+        "AgentCore::Gateway",
+        &model.config().gateway_id,
+    ));
+    e.request_id = request_id.map(Arc::from);
+    e.input = input;
+    if kind == EventKind::Response && temporal.reads_outputs(&action) {
+        e.output =
+            output.and_then(|o| Value::from_json(o, &crate::model::tools::InputType::Untyped));
+    }
+    e
 }
 
 /// The values of a call's temporal conditions.
