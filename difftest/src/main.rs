@@ -15,7 +15,9 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use dogwood_language::{Authorizer, Decision, Event, LoweredPolicySet, PolicySchema, ServiceSchema, Value};
+use dogwood_language::{
+    Authorizer, Decision, Event, LoweredPolicySet, PolicySchema, ServiceSchema, Value,
+};
 use serde_json::{Value as Json, json};
 
 /// AgentCore's temporal event schema (`policy-temporal-authoring`, "Event schema: fields you
@@ -87,7 +89,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             };
             let vectors: Vec<Json> = (0..count).map(|n| generate(seed, n)).collect();
-            println!("{}", serde_json::to_string_pretty(&vectors).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&vectors).unwrap_or_default()
+            );
             ExitCode::SUCCESS
         }
         _ => {
@@ -112,25 +117,49 @@ fn decide(v: &Json) -> Result<Vec<&'static str>, String> {
         .event_schema_str(AGENTCORE_EVENT_SCHEMA)
         .build()
         .map_err(|e| format!("event schema: {e}"))?;
-    let policies = LoweredPolicySet::from_str(v["policies"].as_str().ok_or("no policies")?, &service, &policy_schema)
-        .map_err(|e| format!("policies: {e}"))?;
+    let policies = LoweredPolicySet::from_str(
+        v["policies"].as_str().ok_or("no policies")?,
+        &service,
+        &policy_schema,
+    )
+    .map_err(|e| format!("policies: {e}"))?;
     let mut authorizer = Authorizer::new(policies);
-    let tool_schemas: BTreeMap<&str, &Json> =
-        tools.iter().filter_map(|t| Some((t["name"].as_str()?, t))).collect();
+    let tool_schemas: BTreeMap<&str, &Json> = tools
+        .iter()
+        .filter_map(|t| Some((t["name"].as_str()?, t)))
+        .collect();
     let mut out = Vec::new();
     for (n, step) in v["steps"].as_array().ok_or("no steps")?.iter().enumerate() {
         let t = step["t"].as_i64().ok_or("step without t")?;
         let who = step["principal"].as_str().ok_or("step without principal")?;
         let tool = step["tool"].as_str().ok_or("step without tool")?;
-        let schema = tool_schemas.get(tool).copied().ok_or_else(|| format!("unknown tool {tool}"))?;
-        let input = to_value(step.get("input").unwrap_or(&Json::Null), &schema["inputSchema"]);
+        let schema = tool_schemas
+            .get(tool)
+            .copied()
+            .ok_or_else(|| format!("unknown tool {tool}"))?;
+        let input = to_value(
+            step.get("input").unwrap_or(&Json::Null),
+            &schema["inputSchema"],
+        );
         let ok = step.get("ok").and_then(Json::as_bool).unwrap_or(true);
         let action = format!("{target}___{tool}");
         let base = |kind: &str, ts: i64| {
             let mut b = Event::builder_for(&["AgentCore", "Action"], &action, kind)
                 .timestamp(ts)
-                .logged_field("eventPrincipal", Value::Entity { ty: "AgentCore::OAuthUser".into(), id: who.into() })
-                .logged_field("eventResource", Value::Entity { ty: "AgentCore::Gateway".into(), id: gateway.into() })
+                .logged_field(
+                    "eventPrincipal",
+                    Value::Entity {
+                        ty: "AgentCore::OAuthUser".into(),
+                        id: who.into(),
+                    },
+                )
+                .logged_field(
+                    "eventResource",
+                    Value::Entity {
+                        ty: "AgentCore::Gateway".into(),
+                        id: gateway.into(),
+                    },
+                )
                 .logged_field("requestId", Value::String(format!("r{n}")))
                 .logged_field("sessionId", Value::String(SESSION.into()));
             if let Value::Object(fields) = &input {
@@ -143,7 +172,11 @@ fn decide(v: &Json) -> Result<Vec<&'static str>, String> {
         let mut request = base("request", t)
             .principal_for("AgentCore::OAuthUser", who)
             .resource_for("AgentCore::Gateway", gateway)
-            .entity_for("AgentCore::OAuthUser", who, [("id", Value::String(who.into()))])
+            .entity_for(
+                "AgentCore::OAuthUser",
+                who,
+                [("id", Value::String(who.into()))],
+            )
             .request_context_field("sessionId", Value::String(SESSION.into()));
         if let Value::Object(fields) = &input {
             for (k, val) in fields {
@@ -161,11 +194,12 @@ fn decide(v: &Json) -> Result<Vec<&'static str>, String> {
         out.push(if allowed { "ALLOW" } else { "DENY" });
         let completion = if allowed && ok {
             let mut b = base("response", t + 1);
-            if let (Some(output), Some(out_schema)) = (step.get("output"), schema.get("outputSchema")) {
-                if let Value::Object(fields) = to_value(output, out_schema) {
-                    for (k, val) in fields {
-                        b = b.field("output", &k, val);
-                    }
+            if let (Some(output), Some(out_schema)) =
+                (step.get("output"), schema.get("outputSchema"))
+                && let Value::Object(fields) = to_value(output, out_schema)
+            {
+                for (k, val) in fields {
+                    b = b.field("output", &k, val);
                 }
             }
             b
@@ -185,7 +219,9 @@ fn to_value(json: &Json, schema: &Json) -> Value {
         Json::Null => Value::Null,
         Json::Bool(b) => Value::Bool(*b),
         Json::Number(n) if ty == "number" => Value::Decimal(n.to_string()),
-        Json::Number(n) => n.as_i64().map_or_else(|| Value::Decimal(n.to_string()), Value::Int),
+        Json::Number(n) => n
+            .as_i64()
+            .map_or_else(|| Value::Decimal(n.to_string()), Value::Int),
         Json::String(s) => Value::String(s.clone()),
         Json::Array(items) => {
             let item = schema.get("items").unwrap_or(&Json::Null);
@@ -206,7 +242,9 @@ fn cedar_schema(target: &str, tools: &[Json]) -> String {
     let mut s = String::from(
         "namespace AgentCore {\n  entity OAuthUser = { id: String } tags String;\n  entity Gateway;\n  action \"Mcp\";\n  action \"CallTool\" in [Action::\"Mcp\"];\n",
     );
-    s.push_str(&format!("  action \"{target}\" in [Action::\"CallTool\"];\n"));
+    s.push_str(&format!(
+        "  action \"{target}\" in [Action::\"CallTool\"];\n"
+    ));
     for tool in tools {
         let name = tool["name"].as_str().unwrap_or("?");
         let mut context = format!("input: {}, sessionId: String", record(&tool["inputSchema"]));
@@ -243,7 +281,11 @@ fn record(schema: &Json) -> String {
             props
                 .iter()
                 .map(|(k, v)| {
-                    let opt = if required.contains(&k.as_str()) { "" } else { "?" };
+                    let opt = if required.contains(&k.as_str()) {
+                        ""
+                    } else {
+                        "?"
+                    };
                     format!("\"{k}\"{opt}: {}", cedar_type(v))
                 })
                 .collect()
@@ -284,7 +326,13 @@ const GEN_TARGET: &str = "Gen";
 const GEN_GATEWAY: &str = "arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/gen";
 const TOOLS: [&str; 3] = ["alpha", "beta", "gamma"];
 const KINDS: [&str; 3] = ["request", "response", "error"];
-const WINDOWS: [(&str, i64); 5] = [("30s", 30), ("1m", 60), ("2m", 120), ("5m", 300), ("1h", 3600)];
+const WINDOWS: [(&str, i64); 5] = [
+    ("30s", 30),
+    ("1m", 60),
+    ("2m", 120),
+    ("5m", 300),
+    ("1h", 3600),
+];
 
 fn gen_tools() -> Json {
     let io = json!({ "type": "object",
@@ -314,7 +362,10 @@ fn predicate(rng: &mut Rng, tool: &str, kind: &str, current: &str) -> String {
         fields.push(format!("input.key: \"{}\"", rng.pick(&["k1", "k2"])));
     }
     if rng.chance(15) {
-        fields.push(format!("eventPrincipal: AgentCore::OAuthUser::\"{}\"", rng.pick(&["alice", "bob"])));
+        fields.push(format!(
+            "eventPrincipal: AgentCore::OAuthUser::\"{}\"",
+            rng.pick(&["alice", "bob"])
+        ));
     }
     format!("{}::{kind}{{ {} }}", action(tool), fields.join(", "))
 }
@@ -324,7 +375,10 @@ fn condition(rng: &mut Rng, current: &str) -> String {
     let tool = *rng.pick(&TOOLS);
     let kind = *rng.pick(&KINDS);
     match rng.below(8) {
-        0 | 1 => format!("formerly within {w} {}", predicate(rng, tool, kind, current)),
+        0 | 1 => format!(
+            "formerly within {w} {}",
+            predicate(rng, tool, kind, current)
+        ),
         2 => {
             let op = rng.pick(&[">", ">=", "==", "<="]);
             let n = rng.below(4);
@@ -360,12 +414,18 @@ fn condition(rng: &mut Rng, current: &str) -> String {
                 predicate(rng, tool2, kind2, current)
             )
         }
-        6 => format!(
-            "exists (a: Long). (formerly within {w} {}{{ input.amount: a }} && a > {})",
-            predicate(rng, *rng.pick(&["alpha", "beta"]), kind, current),
-            rng.pick(&[100, 500])
+        6 => {
+            let tool = *rng.pick(&["alpha", "beta"]);
+            format!(
+                "exists (a: Long). (formerly within {w} {}{{ input.amount: a }} && a > {})",
+                predicate(rng, tool, kind, current),
+                rng.pick(&[100, 500])
+            )
+        }
+        _ => format!(
+            "previous within {w} {}",
+            predicate(rng, tool, kind, current)
         ),
-        _ => format!("previous within {w} {}", predicate(rng, tool, kind, current)),
     }
 }
 
@@ -375,13 +435,17 @@ fn generate(seed: u64, n: usize) -> Json {
     // Plain permits for most tools; a temporal policy or two on top.
     for tool in TOOLS {
         if rng.chance(75) {
-            policies.push_str(&format!("permit (principal, action == {}, resource);\n", action(tool)));
+            policies.push_str(&format!(
+                "permit (principal, action == {}, resource);\n",
+                action(tool)
+            ));
         }
     }
     // Mallory is denied one tool, so that sessions contain denied calls.
+    let denied = *rng.pick(&TOOLS);
     policies.push_str(&format!(
         "forbid (principal == AgentCore::OAuthUser::\"mallory\", action == {}, resource);\n",
-        action(rng.pick(&TOOLS))
+        action(denied)
     ));
     for _ in 0..1 + rng.below(2) {
         let effect = if rng.chance(50) { "permit" } else { "forbid" };
