@@ -210,13 +210,14 @@ impl Checker {
         }
         if op == CmpOp::Eq {
             for (var, other) in [(left, right), (right, left)] {
-                if let Expr::Var(v) = var {
-                    if !bound.contains(v) && declared.contains(v) {
-                        self.reads(other, declared, bound, Some(span));
-                        let mut out = bound.clone();
-                        out.insert(Arc::clone(v));
-                        return out;
-                    }
+                if let Expr::Var(v) = var
+                    && !bound.contains(v)
+                    && declared.contains(v)
+                {
+                    self.reads(other, declared, bound, Some(span));
+                    let mut out = bound.clone();
+                    out.insert(Arc::clone(v));
+                    return out;
                 }
             }
         }

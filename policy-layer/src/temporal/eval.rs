@@ -239,7 +239,7 @@ impl<'a> Evaluator<'a> {
     fn matches(&mut self, p: &Predicate, i: usize, env: &Env) -> Result<Option<Env>, EvalError> {
         self.step(1)?;
         let event = self.trace[i];
-        if p.kind != event.kind || &*event.action != p.action_id || p.action_type != ACTION_TYPE {
+        if p.kind != event.kind || *event.action != p.action_id || p.action_type != ACTION_TYPE {
             return Ok(None);
         }
         let mut row = env.clone();
@@ -286,17 +286,17 @@ impl<'a> Evaluator<'a> {
         // `x == e` with `x` unbound binds `x`.
         if op == CmpOp::Eq {
             for (var, other) in [(left, right), (right, left)] {
-                if let Expr::Var(name) = var {
-                    if lookup(env, name).is_none() {
-                        return Ok(match self.resolve(other, i, env)? {
-                            Some(v) => {
-                                let mut row = env.clone();
-                                row.push((Arc::clone(name), v));
-                                vec![row]
-                            }
-                            None => Vec::new(),
-                        });
-                    }
+                if let Expr::Var(name) = var
+                    && lookup(env, name).is_none()
+                {
+                    return Ok(match self.resolve(other, i, env)? {
+                        Some(v) => {
+                            let mut row = env.clone();
+                            row.push((Arc::clone(name), v));
+                            vec![row]
+                        }
+                        None => Vec::new(),
+                    });
                 }
             }
         }

@@ -411,15 +411,15 @@ impl Parser {
         if let Some(c) = self.attempt(Self::comparison) {
             return Ok(c);
         }
-        if self.is_punct("(") {
-            if let Some(c) = self.attempt(|p| {
+        if self.is_punct("(")
+            && let Some(c) = self.attempt(|p| {
                 p.pos += 1;
                 let c = p.condition()?;
                 p.expect_punct(")")?;
                 Ok(c)
-            }) {
-                return Ok(c);
-            }
+            })
+        {
+            return Ok(c);
         }
         if self.is_word("tp") && self.peek_at(1) == Some(&Tok::Punct("(")) {
             self.pos += 2;

@@ -197,67 +197,62 @@ pub fn rewrite(text: &str, first_id: usize) -> Result<Rewritten, Vec<SourceError
                         _ => None,
                     };
                 }
-                if w == "temporal" && depth == 0 {
-                    if let Some((clause_start, kw)) =
+                if w == "temporal"
+                    && depth == 0
+                    && let Some((clause_start, kw)) =
                         prev_word.filter(|(_, k)| *k == "when" || *k == "unless")
-                    {
-                        let clause = if kw == "when" {
-                            Clause::When
-                        } else {
-                            Clause::Unless
-                        };
-                        match temporal_block(text, end) {
-                            Ok((body_start, body_end, block_end)) => {
-                                let body = &text[body_start..body_end];
-                                let id = first_id + conditions.len();
-                                let eff = effect.unwrap_or(Effect::Permit);
-                                match parse_condition(body, body_start) {
-                                    Ok(cond) => {
-                                        statement_ops += cond.operator_count();
-                                        errors.extend(
-                                            check::check(&cond, clause_start).into_iter().map(
-                                                |e| SourceError {
-                                                    offset: e.offset,
-                                                    message: e.message,
-                                                },
-                                            ),
-                                        );
-                                        conditions.push(FoundCondition {
-                                            statement,
-                                            clause,
-                                            effect: eff,
-                                            cond,
-                                            offset: clause_start,
-                                            text: body.trim().to_owned(),
-                                        });
-                                    }
-                                    Err(e) => errors.push(SourceError {
-                                        offset: e.offset,
-                                        message: e.message,
-                                    }),
+                {
+                    let clause = if kw == "when" {
+                        Clause::When
+                    } else {
+                        Clause::Unless
+                    };
+                    match temporal_block(text, end) {
+                        Ok((body_start, body_end, block_end)) => {
+                            let body = &text[body_start..body_end];
+                            let id = first_id + conditions.len();
+                            let eff = effect.unwrap_or(Effect::Permit);
+                            match parse_condition(body, body_start) {
+                                Ok(cond) => {
+                                    statement_ops += cond.operator_count();
+                                    errors.extend(
+                                        check::check(&cond, clause_start).into_iter().map(|e| {
+                                            SourceError {
+                                                offset: e.offset,
+                                                message: e.message,
+                                            }
+                                        }),
+                                    );
+                                    conditions.push(FoundCondition {
+                                        statement,
+                                        clause,
+                                        effect: eff,
+                                        cond,
+                                        offset: clause_start,
+                                        text: body.trim().to_owned(),
+                                    });
                                 }
-                                let replacement = replacement(
-                                    kw,
-                                    id,
-                                    eff,
-                                    clause,
-                                    &text[clause_start..block_end],
-                                );
-                                out.push_str(&text[copied..clause_start]);
-                                let new_start = out.len();
-                                out.push_str(&replacement);
-                                offsets
-                                    .0
-                                    .push((clause_start, block_end, new_start, out.len()));
-                                copied = block_end;
-                                scanner.pos = block_end;
-                                prev_word = None;
-                                continue;
+                                Err(e) => errors.push(SourceError {
+                                    offset: e.offset,
+                                    message: e.message,
+                                }),
                             }
-                            Err(e) => {
-                                errors.push(e);
-                                break;
-                            }
+                            let replacement =
+                                replacement(kw, id, eff, clause, &text[clause_start..block_end]);
+                            out.push_str(&text[copied..clause_start]);
+                            let new_start = out.len();
+                            out.push_str(&replacement);
+                            offsets
+                                .0
+                                .push((clause_start, block_end, new_start, out.len()));
+                            copied = block_end;
+                            scanner.pos = block_end;
+                            prev_word = None;
+                            continue;
+                        }
+                        Err(e) => {
+                            errors.push(e);
+                            break;
                         }
                     }
                 }

@@ -54,10 +54,10 @@ pub fn extend_json(schema: &mut Value, count: usize) {
         if let Some(common) = ns.get_mut("commonTypes").and_then(Value::as_object_mut) {
             for name in common_to_extend {
                 let local = name.rsplit("::").next().unwrap_or(&name).to_owned();
-                if let Some(ty) = common.get_mut(&local) {
-                    if ty.get("type").and_then(Value::as_str) == Some("Record") {
-                        add_attribute(ty, count);
-                    }
+                if let Some(ty) = common.get_mut(&local)
+                    && ty.get("type").and_then(Value::as_str) == Some("Record")
+                {
+                    add_attribute(ty, count);
                 }
             }
         }
