@@ -449,3 +449,117 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ModelConfig;
+
+    const T: &str = r#"when temporal { formerly within 5m AgentCore::Action::"Funds___get_balance"::response{ eventResource: resource } }"#;
+
+    fn model() -> ActionModel {
+        ActionModel::new(ModelConfig {
+            target: "Funds".into(),
+            gateway_id: "gw".into(),
+            groups: [("Writes".to_owned(), vec!["transfer".to_owned()])].into(),
+        })
+    }
+
+    fn load_text(text: &str) -> Result<Loaded, LoadErrors> {
+        load(&[PolicySource::new("policies/funds.cedar", text)])
+    }
+
+    #[test]
+    fn cedar_errors_after_a_temporal_block_name_the_original_line_and_column() {
+        let text = format!(
+            "permit (principal, action, resource)\n{T};\npermit (principal, action, resource) when {{ context.input.amount < }};"
+        );
+        let err = load_text(&text).expect_err("bad cedar");
+        let LoadError::Parse { at, .. } = &err.0[0] else {
+            panic!("parse error expected: {err}")
+        };
+        assert_eq!((at.origin.as_str(), at.line), ("policies/funds.cedar", 3));
+        let original_col = text.lines().nth(2).expect("line").find('}').expect("brace") + 1;
+        assert!(
+            at.column >= original_col - 2 && at.column <= original_col,
+            "{at}"
+        );
+    }
+
+    #[test]
+    fn temporal_errors_name_file_line_and_column() {
+        let err = load_text(
+            "permit (principal, action, resource)\nwhen temporal {\n    formerly within 5q AgentCore::Action::\"Funds___x\"::request{ eventResource: resource }\n};",
+        )
+        .expect_err("bad unit");
+        assert_eq!(
+            err.to_string(),
+            "policies/funds.cedar:3:22: unknown time unit `q` (use s, m, h or d)"
+        );
+    }
+
+    #[test]
+    fn conditions_know_their_policy_and_position() {
+        let loaded = load_text(&format!(
+            "permit (principal, action, resource);\n@id(\"after-balance\")\npermit (principal, action == AgentCore::Action::\"Funds___transfer\", resource)\n{T};"
+        ))
+        .expect("loads");
+        assert_eq!(loaded.conditions.len(), 1);
+        let c = &loaded.conditions[0];
+        assert_eq!(c.policy_id, "after-balance");
+        assert_eq!(c.at.to_string(), "policies/funds.cedar:4:1");
+        assert_eq!((c.effect, c.clause), (Effect::Permit, Clause::When));
+    }
+
+    #[test]
+    fn index_gives_each_tool_the_conditions_its_policies_can_read() {
+        let loaded = load_text(&format!(
+            "permit (principal, action == AgentCore::Action::\"Funds___transfer\", resource) {T};\n\
+             forbid (principal, action in AgentCore::Action::\"Writes\", resource) {T};\n\
+             forbid (principal, action in [AgentCore::Action::\"Funds\"], resource) {T};\n\
+             permit (principal, action == AgentCore::Action::\"Funds___get_balance\", resource);"
+        ))
+        .expect("loads");
+        let set = TemporalPolicies::new(&loaded, &model());
+        assert_eq!(set.for_tool("transfer"), [0, 1, 2]);
+        assert_eq!(set.for_tool("get_balance"), [2]);
+        assert_eq!(set.for_tool("never_named"), [2]);
+        assert!(!set.reads_outputs("Funds___get_balance"));
+    }
+
+    #[test]
+    fn an_unconstrained_temporal_policy_reaches_every_tool() {
+        let loaded =
+            load_text(&format!("forbid (principal, action, resource) {T};")).expect("loads");
+        let set = TemporalPolicies::new(&loaded, &model());
+        assert_eq!(set.for_tool("anything"), [0]);
+        assert_eq!(set.max_window_ms(), 300_000);
+    }
+
+    #[test]
+    fn fingerprint_changes_with_temporal_policies_only() {
+        let fp = |text: &str| {
+            TemporalPolicies::new(&load_text(text).expect("loads"), &model()).fingerprint()
+        };
+        let base = format!("permit (principal, action, resource) {T};");
+        let plain_added = format!(
+            "{base}\nforbid (principal, action == AgentCore::Action::\"Funds___x\", resource);"
+        );
+        let temporal_changed = base.replace("5m", "6m");
+        assert_eq!(fp(&base), fp(&plain_added));
+        assert_ne!(fp(&base), fp(&temporal_changed));
+    }
+
+    #[test]
+    fn failed_conditions_are_left_out_of_the_context() {
+        let values = TemporalValues {
+            results: vec![
+                (0, Ok(true)),
+                (1, Err(EvalError::Budget(1))),
+                (2, Ok(false)),
+            ],
+        };
+        assert_eq!(values.to_cedar().to_string(), "{c0: true, c2: false}");
+        assert_eq!(values.errors().map(|(id, _)| id).collect::<Vec<_>>(), [1]);
+    }
+}
