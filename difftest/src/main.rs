@@ -351,14 +351,19 @@ fn action(tool: &str) -> String {
 
 /// A predicate on `tool`'s events of `kind`, sometimes correlated with the current request.
 fn predicate(rng: &mut Rng, tool: &str, kind: &str, current: &str) -> String {
+    predicate_with(rng, tool, kind, current, true)
+}
+
+/// [`predicate`], leaving `input.key` free when `key` is false (the caller binds it).
+fn predicate_with(rng: &mut Rng, tool: &str, kind: &str, current: &str, key: bool) -> String {
     let mut fields = vec!["eventResource: resource".to_owned()];
-    let both_keyed = tool != "gamma" || current != "gamma";
+    let both_keyed = key && (tool != "gamma" || current != "gamma");
     if rng.chance(40) && both_keyed {
         // `gamma` has only `key`; the others have `key` and `amount`.
         fields.push("input.key: context.input.key".to_owned());
-    } else if rng.chance(20) && kind == "response" && tool != "gamma" {
+    } else if rng.chance(20) && key && kind == "response" && tool != "gamma" {
         fields.push("output.key: context.input.key".to_owned());
-    } else if rng.chance(20) {
+    } else if rng.chance(20) && key {
         fields.push(format!("input.key: \"{}\"", rng.pick(&["k1", "k2"])));
     }
     if rng.chance(15) {
@@ -374,7 +379,7 @@ fn condition(rng: &mut Rng, current: &str) -> String {
     let (w, _) = *rng.pick(&WINDOWS);
     let tool = *rng.pick(&TOOLS);
     let kind = *rng.pick(&KINDS);
-    match rng.below(8) {
+    match rng.below(10) {
         0 | 1 => format!(
             "formerly within {w} {}",
             predicate(rng, tool, kind, current)
@@ -422,10 +427,26 @@ fn condition(rng: &mut Rng, current: &str) -> String {
                 rng.pick(&[100, 500])
             )
         }
-        _ => format!(
-            "previous within {w} {}",
-            predicate(rng, tool, kind, current)
-        ),
+        7 => format!("previous within {w} {}", predicate(rng, tool, kind, current)),
+        8 => {
+            // The same key in two events, whatever it is.
+            let (w2, _) = *rng.pick(&WINDOWS);
+            let tool2 = *rng.pick(&TOOLS);
+            let kind2 = *rng.pick(&KINDS);
+            format!(
+                "exists (k: String). (formerly within {w} {}{{ input.key: k }} && formerly within {w2} {}{{ input.key: k }})",
+                predicate_with(rng, tool, kind, current, false),
+                predicate_with(rng, tool2, kind2, current, false)
+            )
+        }
+        _ => {
+            // Distinct values, not events: no timepoint in the domain.
+            let n = rng.below(3) + 1;
+            format!(
+                "exists (n: Long). (count for (k: String). where formerly within {w} {}{{ input.key: k }}) == n && n >= {n}",
+                predicate_with(rng, tool, kind, current, false)
+            )
+        }
     }
 }
 
