@@ -325,7 +325,8 @@ impl Rng {
 const GEN_TARGET: &str = "Gen";
 const GEN_GATEWAY: &str = "arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/gen";
 const TOOLS: [&str; 3] = ["alpha", "beta", "gamma"];
-const KINDS: [&str; 3] = ["request", "response", "error"];
+/// Errors are rarer than requests and responses in a session, and so in conditions.
+const KINDS: [&str; 5] = ["request", "response", "error", "request", "response"];
 const WINDOWS: [(&str, i64); 5] = [
     ("30s", 30),
     ("1m", 60),
@@ -427,7 +428,10 @@ fn condition(rng: &mut Rng, current: &str) -> String {
                 rng.pick(&[100, 500])
             )
         }
-        7 => format!("previous within {w} {}", predicate(rng, tool, kind, current)),
+        7 => format!(
+            "previous within {w} {}",
+            predicate(rng, tool, kind, current)
+        ),
         8 => {
             // The same key in two events, whatever it is.
             let (w2, _) = *rng.pick(&WINDOWS);
@@ -455,7 +459,7 @@ fn generate(seed: u64, n: usize) -> Json {
     let mut policies = String::new();
     // Plain permits for most tools; a temporal policy or two on top.
     for tool in TOOLS {
-        if rng.chance(75) {
+        if rng.chance(90) {
             policies.push_str(&format!(
                 "permit (principal, action == {}, resource);\n",
                 action(tool)
@@ -468,20 +472,34 @@ fn generate(seed: u64, n: usize) -> Json {
         "forbid (principal == AgentCore::OAuthUser::\"mallory\", action == {}, resource);\n",
         action(denied)
     ));
+    // Most calls go to the tools the temporal policies are about (the tool they decide, and
+    // then the tools their conditions read), so that the conditions are evaluated often and
+    // see both outcomes.
+    let mut focus: Vec<&str> = Vec::new();
     for _ in 0..1 + rng.below(2) {
         let effect = if rng.chance(50) { "permit" } else { "forbid" };
         let tool = *rng.pick(&TOOLS);
         let clause = if rng.chance(85) { "when" } else { "unless" };
+        let cond = condition(&mut rng, tool);
+        focus.push(tool);
+        focus.extend(
+            TOOLS
+                .into_iter()
+                .filter(|t| cond.contains(&format!("{GEN_TARGET}___{t}\""))),
+        );
         policies.push_str(&format!(
-            "{effect} (principal, action == {}, resource == AgentCore::Gateway::\"{GEN_GATEWAY}\")\n{clause} temporal {{ {} }};\n",
+            "{effect} (principal, action == {}, resource == AgentCore::Gateway::\"{GEN_GATEWAY}\")\n{clause} temporal {{ {cond} }};\n",
             action(tool),
-            condition(&mut rng, tool)
         ));
     }
     let mut steps = Vec::new();
     let mut t: i64 = 0;
-    for _ in 0..4 + rng.below(9) {
-        let tool = *rng.pick(&TOOLS);
+    for _ in 0..6 + rng.below(11) {
+        let tool = if rng.chance(80) {
+            *rng.pick(&focus)
+        } else {
+            *rng.pick(&TOOLS)
+        };
         let key = *rng.pick(&["k1", "k2"]);
         let who = *rng.pick(&["alice", "alice", "bob", "mallory"]);
         let mut input = json!({ "key": key });
@@ -502,7 +520,7 @@ fn generate(seed: u64, n: usize) -> Json {
         steps.push(step);
         // Gaps around the windows' edges as well as well inside them.
         let (_, w) = *rng.pick(&WINDOWS);
-        t += *rng.pick(&[2, 5, 20, w - 1, w, w + 1, w + 2]);
+        t += *rng.pick(&[2, 3, 5, 10, 20, 2, 5, w - 1, w, w + 1]);
     }
     json!({
         "name": format!("gen_{seed}_{n:04}"),

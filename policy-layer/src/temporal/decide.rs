@@ -329,6 +329,18 @@ impl Vector {
     /// # Errors
     /// A message when the policies do not load or a call cannot be decided.
     pub fn replay(&self, denied: DeniedCall) -> Result<Vec<&'static str>, String> {
+        Ok(self
+            .replay_decided(denied)?
+            .iter()
+            .map(|d| if d.allowed { "ALLOW" } else { "DENY" })
+            .collect())
+    }
+
+    /// [`Vector::replay`], with each step's determining policies and temporal values.
+    ///
+    /// # Errors
+    /// A message when the policies do not load or a call cannot be decided.
+    pub fn replay_decided(&self, denied: DeniedCall) -> Result<Vec<Decided>, String> {
         let model = ModelConfig {
             target: self.target.clone(),
             gateway_id: self.gateway.clone(),
@@ -364,11 +376,10 @@ impl Vector {
                     Err(())
                 };
                 session.record_completion(&call, t + 1000, output);
-                out.push("ALLOW");
             } else {
                 session.record_denied(&call, t, t + 1000, denied);
-                out.push("DENY");
             }
+            out.push(decided);
         }
         Ok(out)
     }
