@@ -28,7 +28,7 @@ bin=difftest/target/debug/difftest
 
 echo "== generate $count sessions from seed $seed and decide every vector with the reference"
 "$bin" generate "$seed" "$count" > "$scratch/generated.json"
-"$bin" oracle "$documented" "$scratch/generated.json" > "$scratch/oracle.json"
+"$bin" oracle "$documented" "$vectors/edge.json" "$scratch/generated.json" > "$scratch/oracle.json"
 
 if [ "${1:-}" = "--update" ]; then
     cp "$scratch/generated.json" "$vectors/generated.json"

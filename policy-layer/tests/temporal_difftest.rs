@@ -6,9 +6,10 @@
 //! (`scripts/difftest.sh` rebuilds it from the reference and checks that it matches the
 //! committed one, then runs this test; `DIFFTEST_ORACLE` points this test at another file).
 //!
-//! The vectors: AgentCore's documented examples (`src/temporal/testdata/documented.json`) and
-//! sessions generated from a seed over the documented policy shapes
-//! (`difftest/vectors/generated.json`).
+//! The vectors: AgentCore's documented examples (`src/temporal/testdata/documented.json`),
+//! hand-written edge cases of the semantics (`difftest/vectors/edge.json`: decimals, nested
+//! fields, sets, wildcards on missing fields, `!=`, window edges) and sessions generated from a
+//! seed over the documented policy shapes (`difftest/vectors/generated.json`).
 //!
 //! The one deliberate difference: AgentCore records a denied call as an `error` event only,
 //! where the reference keeps its `request` in the history as well. So our engine is compared
@@ -33,6 +34,7 @@ fn vectors() -> Vec<Vector> {
     let mut all = Vec::new();
     for path in [
         root().join("policy-layer/src/temporal/testdata/documented.json"),
+        root().join("difftest/vectors/edge.json"),
         root().join("difftest/vectors/generated.json"),
     ] {
         let text =

@@ -176,6 +176,10 @@ impl Checker {
                             self.declared_var(v, declared, Some(p.span));
                             out.insert(Arc::clone(v));
                         }
+                        Expr::Set(_) => self.error(
+                            Some(p.span),
+                            "temporal predicate arguments cannot contain array constants (e.g. `field: [\"a\", \"b\"]`); use scalar values or `context` field references instead".to_owned(),
+                        ),
                         other => {
                             self.no_aggregate(other, p.span);
                             self.reads(other, declared, &out, Some(p.span));
@@ -539,6 +543,17 @@ mod tests {
             "exists (a: Long). (a > 100 && formerly within 1h {P}::request{{ eventResource: resource, input.amount: a }})"
         ));
         assert!(e.iter().any(|m| m.contains("`a` is read before")), "{e:?}");
+    }
+
+    #[test]
+    fn rejects_array_constants_in_predicates_as_the_reference_does() {
+        let e = errors(&format!(
+            "formerly within 1h {P}::request{{ eventResource: resource, input.tags: [\"a\", \"b\"] }}"
+        ));
+        assert!(
+            e[0].starts_with("temporal predicate arguments cannot contain array constants"),
+            "{e:?}"
+        );
     }
 
     #[test]

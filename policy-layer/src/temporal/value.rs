@@ -27,7 +27,8 @@ pub enum Value {
     Str(Arc<str>),
     /// An entity: type name and id.
     Entity(Arc<str>, Arc<str>),
-    /// A set: sorted, without duplicates.
+    /// A JSON array, in its order: Dogwood's reference compares arrays element by element, in
+    /// order (unlike a Cedar set), and AgentCore runs Dogwood.
     Set(Vec<Value>),
     /// A record.
     Record(BTreeMap<Arc<str>, Value>),
@@ -46,11 +47,9 @@ impl Value {
         Self::Entity(Arc::from(type_name), Arc::from(id))
     }
 
-    /// A set, normalised (sorted, duplicates removed) so that equality is set equality.
+    /// An array value, in the order given.
     #[must_use]
-    pub fn set(mut items: Vec<Value>) -> Self {
-        items.sort();
-        items.dedup();
+    pub fn set(items: Vec<Value>) -> Self {
         Self::Set(items)
     }
 
@@ -248,7 +247,16 @@ mod tests {
         assert_eq!(Value::from_json(&json!("x"), &InputType::Long), None);
         assert_eq!(
             Value::from_json(&json!(["b", "a", "b"]), &InputType::Untyped),
-            Some(Value::Set(vec![Value::str("a"), Value::str("b")]))
+            Some(Value::Set(vec![
+                Value::str("b"),
+                Value::str("a"),
+                Value::str("b")
+            ]))
+        );
+        assert_ne!(
+            Value::from_json(&json!(["a", "b"]), &InputType::Untyped),
+            Value::from_json(&json!(["b", "a"]), &InputType::Untyped),
+            "arrays compare in order, as the reference compares them"
         );
     }
 
