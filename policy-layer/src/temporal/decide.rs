@@ -610,6 +610,22 @@ mod tests {
     }
 
     #[test]
+    fn documented_examples_fit_their_tools() {
+        for v in vectors() {
+            let model = ActionModel::new(ModelConfig {
+                target: v.target.clone(),
+                gateway_id: v.gateway.clone(),
+                groups: Default::default(),
+            });
+            let catalog = ToolCatalog::from_list(&serde_json::json!({ "tools": v.tools }));
+            let loaded = crate::temporal::load(&[PolicySource::new("p.cedar", v.policies.clone())])
+                .expect("loads");
+            let findings = crate::temporal::validate::validate(&loaded, &model, &catalog);
+            assert!(findings.is_empty(), "{}: {findings:?}", v.name);
+        }
+    }
+
+    #[test]
     fn recording_a_denied_call_as_a_request_changes_request_conditions() {
         // Dogwood's reference interpreter keeps a denied call's `request` in the history;
         // AgentCore records only its `error`. The same session decides differently.

@@ -20,6 +20,7 @@ pub mod history;
 pub mod parse;
 pub mod rewrite;
 pub mod schema;
+pub mod validate;
 pub mod value;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -55,6 +56,8 @@ pub struct Condition {
     pub at: Position,
     /// The condition as written, for logs.
     pub text: String,
+    /// The whole original text of its source (positions of its predicates are offsets into it).
+    pub source: Arc<str>,
 }
 
 /// Policy files with temporal blocks, loaded: the plain Cedar policies and the conditions.
@@ -112,6 +115,7 @@ pub fn load(sources: &[PolicySource]) -> Result<Loaded, LoadErrors> {
     let mut conditions = Vec::with_capacity(next_id);
     let mut first = 0;
     for ((plain, r), original) in rewritten.iter().zip(sources) {
+        let text: Arc<str> = Arc::from(original.text.as_str());
         let count = policies
             .policies
             .iter()
@@ -143,6 +147,7 @@ pub fn load(sources: &[PolicySource]) -> Result<Loaded, LoadErrors> {
                 cond: c.cond.clone(),
                 at: Position::at(&original.origin, &original.text, c.offset),
                 text: c.text.clone(),
+                source: Arc::clone(&text),
             });
         }
         first += count;
