@@ -61,6 +61,9 @@ fn without(env: &Env, names: &[&str]) -> Env {
 }
 
 fn dedup(rows: &mut Vec<Env>) {
+    if rows.len() < 2 {
+        return;
+    }
     let mut seen = HashSet::with_capacity(rows.len());
     rows.retain(|r| seen.insert(r.clone()));
 }
