@@ -88,11 +88,9 @@ fn main() -> ExitCode {
                 eprintln!("usage: difftest generate SEED COUNT");
                 return ExitCode::from(2);
             };
-            let vectors: Vec<Json> = (0..count).map(|n| generate(seed, n)).collect();
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&vectors).unwrap_or_default()
-            );
+            // One vector per line: compact, and a regenerated file diffs vector by vector.
+            let lines: Vec<String> = (0..count).map(|n| generate(seed, n).to_string()).collect();
+            println!("[\n{}\n]", lines.join(",\n"));
             ExitCode::SUCCESS
         }
         _ => {
