@@ -257,6 +257,27 @@ impl Cond {
         }
     }
 
+    /// Whether the condition can depend on events no predicate matches: `previous` reads the
+    /// event just before, whatever it is, and `left since right` needs `left` at every event
+    /// after the anchor (an unrelated event satisfies a negated left side, not a positive one).
+    #[must_use]
+    pub fn reads_every_event(&self) -> bool {
+        match self {
+            Self::And(parts) => parts.iter().any(Self::reads_every_event),
+            Self::Not(c) | Self::Exists { body: c, .. } | Self::Formerly(_, c) => {
+                c.reads_every_event()
+            }
+            Self::Previous(..) => true,
+            Self::Since { left, right, .. } => {
+                !matches!(**left, Self::Not(_))
+                    || left.reads_every_event()
+                    || right.reads_every_event()
+            }
+            Self::Tp(_) | Self::Pred(_) => false,
+            Self::Cmp { left, right, .. } => left.reads_every_event() || right.reads_every_event(),
+        }
+    }
+
     /// Every predicate in the condition, in source order.
     pub fn predicates(&self, out: &mut Vec<Predicate>) {
         match self {
@@ -299,6 +320,14 @@ impl Cond {
 }
 
 impl Expr {
+    fn reads_every_event(&self) -> bool {
+        match self {
+            Self::Agg(a) => a.body.reads_every_event(),
+            Self::Arith(_, l, r) => l.reads_every_event() || r.reads_every_event(),
+            _ => false,
+        }
+    }
+
     fn operator_count(&self) -> usize {
         match self {
             Self::Agg(a) => a.body.operator_count(),

@@ -230,7 +230,7 @@ impl SessionDecider {
         let response = Authorizer::new().is_authorized(&request, &self.active, &entities);
         let allowed = response.decision() == Decision::Allow;
         if allowed {
-            self.history.push(current);
+            self.record(current);
         }
         let mut determining: Vec<String> = response
             .diagnostics()
@@ -250,10 +250,17 @@ impl SessionDecider {
     pub fn record_denied(&mut self, call: &Call, decided_ms: i64, time_ms: i64, mode: DeniedCall) {
         if mode == DeniedCall::RequestThenError {
             let request = self.event(call, EventKind::Request, decided_ms, None);
-            self.history.push(request);
+            self.record(request);
         }
         let error = self.event(call, EventKind::Error, time_ms, None);
-        self.history.push(error);
+        self.record(error);
+    }
+
+    /// Appends `event` when some condition can read it (`TemporalPolicies::records`).
+    fn record(&mut self, event: Event) {
+        if self.temporal.records(&event.action, event.kind) {
+            self.history.push(event);
+        }
     }
 
     /// Records the completion of an allowed call: its `response` with the tool's
@@ -268,7 +275,7 @@ impl SessionDecider {
             Ok(structured) => self.event(call, EventKind::Response, time_ms, structured),
             Err(()) => self.event(call, EventKind::Error, time_ms, None),
         };
-        self.history.push(event);
+        self.record(event);
     }
 }
 
@@ -669,7 +676,12 @@ mod tests {
         };
         assert!(s.decide(&call, 0).expect("decides").allowed);
         s.record_completion(&call, 1, Ok(Some(&serde_json::json!({ "claimId": "C-1" }))));
-        let response = &s.history()[1];
+        assert_eq!(
+            s.history().len(),
+            1,
+            "no condition reads approve_claim's requests"
+        );
+        let response = &s.history()[0];
         assert_eq!(response.kind, EventKind::Response);
         assert_eq!(
             response.output, None,

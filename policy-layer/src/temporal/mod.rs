@@ -202,6 +202,8 @@ pub struct TemporalPolicies {
     by_tool: HashMap<String, Arc<[usize]>>,
     fallback: Arc<[usize]>,
     output_actions: BTreeSet<String>,
+    recorded: BTreeSet<(String, EventKind)>,
+    every_event: bool,
     max_window: i64,
     fingerprint: u64,
 }
@@ -263,6 +265,8 @@ impl TemporalPolicies {
         // A tool named by no policy is in the target, `CallTool` and `Mcp` only.
         let fallback = with_groups("", &BTreeSet::new());
         let mut output_actions = BTreeSet::new();
+        let mut recorded = BTreeSet::new();
+        let mut every_event = false;
         let mut max_window = 0;
         let mut text = String::new();
         for c in &conditions {
@@ -275,7 +279,9 @@ impl TemporalPolicies {
                 {
                     output_actions.insert(p.action_id.clone());
                 }
+                recorded.insert((p.action_id.clone(), p.kind));
             }
+            every_event |= c.cond.reads_every_event();
             max_window = max_window.max(c.cond.max_window().0);
             text.push_str(&format!(
                 "{}|{:?}|{:?}|{}\n",
@@ -287,6 +293,8 @@ impl TemporalPolicies {
             by_tool,
             fallback,
             output_actions,
+            recorded,
+            every_event,
             max_window,
             fingerprint: fnv1a(text.as_bytes()),
         }
@@ -316,6 +324,15 @@ impl TemporalPolicies {
     #[must_use]
     pub fn reads_outputs(&self, action: &str) -> bool {
         self.output_actions.contains(action)
+    }
+
+    /// Whether events of `kind` for `action` must be recorded: only when some predicate can
+    /// match them, unless a condition reads every event (`previous`, or a `since` whose left
+    /// side must hold at every event). A call whose tool has no conditions and whose events
+    /// no condition reads costs nothing beyond the lookups.
+    #[must_use]
+    pub fn records(&self, action: &str, kind: EventKind) -> bool {
+        self.every_event || self.recorded.contains(&(action.to_owned(), kind))
     }
 
     /// How far back any condition looks, in milliseconds: older events can be dropped.
@@ -539,6 +556,27 @@ mod tests {
         let set = TemporalPolicies::new(&loaded, &model());
         assert_eq!(set.for_tool("anything"), [0]);
         assert_eq!(set.max_window_ms(), 300_000);
+    }
+
+    #[test]
+    fn records_only_events_a_condition_can_read_unless_one_reads_every_event() {
+        let set = |text: &str| TemporalPolicies::new(&load_text(text).expect("loads"), &model());
+        let formerly = set(&format!("permit (principal, action, resource) {T};"));
+        assert!(formerly.records("Funds___get_balance", EventKind::Response));
+        assert!(!formerly.records("Funds___get_balance", EventKind::Request));
+        assert!(!formerly.records("Funds___transfer", EventKind::Response));
+        let previous = set(
+            "permit (principal, action, resource) when temporal { previous within 1m AgentCore::Action::\"Funds___a\"::request{ eventResource: resource } };",
+        );
+        assert!(previous.records("Funds___transfer", EventKind::Error));
+        let negated_since = set(
+            "permit (principal, action, resource) when temporal { !AgentCore::Action::\"Funds___a\"::response{ eventResource: resource } since within 1m AgentCore::Action::\"Funds___b\"::response{ eventResource: resource } };",
+        );
+        assert!(!negated_since.records("Funds___transfer", EventKind::Request));
+        let positive_since = set(
+            "permit (principal, action, resource) when temporal { AgentCore::Action::\"Funds___a\"::response{ eventResource: resource } since within 1m AgentCore::Action::\"Funds___b\"::response{ eventResource: resource } };",
+        );
+        assert!(positive_since.records("Funds___transfer", EventKind::Request));
     }
 
     #[test]
