@@ -31,6 +31,9 @@ echo "== the worked policy example validates and its cases pass"
 target/debug/policy-sidecar validate --config examples/policies/policy-sidecar.toml
 target/debug/policy-sidecar test --config examples/policies/policy-sidecar.toml examples/policies/cases.yaml
 
+echo "== temporal policies against Dogwood's reference interpreter (difftest/, its own lockfile)"
+scripts/difftest.sh
+
 echo "== deploy manifests, Helm chart and compose file validate"
 scripts/validate-deploy.sh
 

@@ -7,7 +7,8 @@
 //! Cedar [`model`] (AuthorizeAction); [`filter`] rewrites the reply (PartiallyAuthorizeActions
 //! on every tools/list answer); [`reply`] writes every answer the layer makes itself;
 //! [`telemetry`] owns the spans. [`limit`] holds the rate limits, counted in the [`state`]
-//! store (memory, or Redis with the `redis` feature). [`PolicyLayer`] / [`PolicyService`] tie
+//! store (memory, or Redis with the `redis` feature); [`temporal`] reads session-aware
+//! (Dogwood) policies into plain Cedar and their conditions. [`PolicyLayer`] / [`PolicyService`] tie
 //! it into any tower HTTP service.
 
 #![warn(missing_docs)]
@@ -29,6 +30,7 @@ pub mod reply;
 pub mod service;
 pub mod state;
 pub mod telemetry;
+pub mod temporal;
 
 pub use body::PolicyBody;
 pub use config::{DenyStyle, ExceptionLevel, Mode, Settings};
