@@ -6,7 +6,8 @@
 //! 3. [`auth`](crate::auth): who calls; then whether the session presented is theirs.
 //! 4. GET and DELETE go on without a body; a POST is read, parsed ([`crate::jsonrpc`]) and each
 //!    of its messages decided ([`crate::decide`]); what is allowed goes on, the rest is
-//!    answered here.
+//!    answered here. What goes on carries the verified caller as an `Arc<Identity>` request
+//!    extension, for the inner service to read (never a header the client could write).
 //! 5. The reply is rewritten ([`crate::filter`]): list answers filtered, local answers merged;
 //!    a session it hands out is bound to the caller.
 
@@ -150,6 +151,7 @@ where
             .then(|| session_id(&parts.headers).map(str::to_owned))
             .flatten();
         upstream_headers(&mut parts.headers);
+        parts.extensions.insert(Arc::clone(&exchange.identity));
         let reply = inner
             .call(Request::from_parts(parts, B::from(Bytes::new())))
             .instrument(span)
@@ -195,6 +197,7 @@ where
         exchange,
     };
     upstream_headers(&mut parts.headers);
+    parts.extensions.insert(Arc::clone(&rewrite.exchange.identity));
     let reply = inner
         .call(Request::from_parts(parts, B::from(body)))
         .instrument(span)

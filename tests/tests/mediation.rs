@@ -640,3 +640,54 @@ async fn http_framing_tricks_are_refused_or_decided_on_their_own() {
     assert_eq!(seen.len(), 1, "only the ping went on: {seen:?}");
     assert_eq!(seen[0].body, ping.as_bytes());
 }
+
+#[tokio::test]
+async fn the_tool_server_learns_the_verified_caller_and_never_a_forged_one() {
+    let s = Setup::start(&[(
+        "POLICY_SIDECAR_UPSTREAM_IDENTITY_HEADERS",
+        r#"{"principal": "x-forwarded-user", "email": "x-forwarded-email"}"#,
+    )])
+    .await;
+    let ping = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let token = s.idp.token("alice", &json!({"email": "alice@example.com"}));
+    let (status, _, _) = text(
+        http()
+            .post(&s.sidecar.url)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-user", "admin")
+            .header("x-forwarded-user", "root")
+            .header("x-forwarded-email", "admin@example.com")
+            .body(ping)
+            .send()
+            .await
+            .expect("post"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A token without the claim: the forged header is removed and none takes its place.
+    let (status, _, _) = text(
+        s.request("POST", "bob")
+            .header("x-forwarded-email", "admin@example.com")
+            .body(ping)
+            .send()
+            .await
+            .expect("post"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = s.seen();
+    let users: Vec<Vec<&str>> = seen
+        .iter()
+        .map(|s| {
+            s.headers
+                .get_all("x-forwarded-user")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect()
+        })
+        .collect();
+    assert_eq!(users, [vec!["alice"], vec!["bob"]]);
+    assert_eq!(seen[0].headers["x-forwarded-email"], "alice@example.com");
+    assert!(seen[1].headers.get("x-forwarded-email").is_none());
+}

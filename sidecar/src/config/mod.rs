@@ -31,7 +31,7 @@ pub use self::gateway::GatewaySettings;
 pub use self::listen::ListenSettings;
 pub use self::log::{DEFAULT_FILTER as DEFAULT_LOG_FILTER, LogSettings};
 pub use self::policy::{PolicySettings, SchemaSource};
-pub use self::upstream::UpstreamSettings;
+pub use self::upstream::{IdentityField, UpstreamSettings};
 
 /// The file's sections, each read by its own file: the table of contents of the config.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,8 +1,10 @@
 //! `[upstream]`: the MCP tool server the sidecar stands in front of.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use http::Uri;
+use http::header::HeaderName;
 use serde::Deserialize;
 
 use super::error::KeyError;
@@ -21,6 +23,7 @@ pub struct UpstreamSection {
     timeout_ms: Option<u64>,
     connect_timeout_ms: Option<u64>,
     forward_authorization: Option<bool>,
+    identity_headers: Option<BTreeMap<String, String>>,
 }
 
 /// The upstream's settings.
@@ -34,6 +37,65 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// Whether the client's `Authorization` header is passed on to the upstream.
     pub forward_authorization: bool,
+    /// Headers carrying the verified caller to the upstream: `principal` (the subject) or a
+    /// claim name, and the header that carries it. Always removed from the client's request
+    /// first.
+    pub identity_headers: Vec<(IdentityField, HeaderName)>,
+}
+
+/// What an identity header carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IdentityField {
+    /// The principal's id (the token's `sub`; `anonymous` without authentication).
+    Principal,
+    /// A claim, as the principal's tags carry it (strings as they are, other JSON as text).
+    Claim(String),
+}
+
+/// Headers an identity header must not replace: they frame, route or authenticate the request.
+const RESERVED: &[&str] = &[
+    "host",
+    "authorization",
+    "content-type",
+    "content-length",
+    "content-encoding",
+    "transfer-encoding",
+    "connection",
+    "accept-encoding",
+    "traceparent",
+    "tracestate",
+    "last-event-id",
+    "mcp-session-id",
+    "mcp-protocol-version",
+    "mcp-method",
+    "mcp-name",
+];
+
+fn identity_headers(
+    map: Option<BTreeMap<String, String>>,
+) -> Result<Vec<(IdentityField, HeaderName)>, KeyError> {
+    let key = "upstream.identity_headers";
+    let mut out: Vec<(IdentityField, HeaderName)> = Vec::new();
+    for (field, header) in map.unwrap_or_default() {
+        let name = HeaderName::from_bytes(header.trim().as_bytes())
+            .map_err(|_| KeyError::new(key, format!("\"{header}\" is not a header name")))?;
+        if RESERVED.contains(&name.as_str()) || name.as_str().starts_with("proxy-") {
+            return Err(KeyError::new(
+                key,
+                format!("\"{header}\" is a header the request itself needs"),
+            ));
+        }
+        if out.iter().any(|(_, n)| *n == name) {
+            return Err(KeyError::new(key, format!("\"{header}\" is named twice")));
+        }
+        let field = match field.as_str() {
+            "principal" => IdentityField::Principal,
+            "" => return Err(KeyError::new(key, "a claim name is empty")),
+            claim => IdentityField::Claim(claim.to_owned()),
+        };
+        out.push((field, name));
+    }
+    Ok(out)
 }
 
 impl UpstreamSection {
@@ -65,6 +127,7 @@ impl UpstreamSection {
             timeout: Duration::from_millis(timeout),
             connect_timeout: Duration::from_millis(connect_timeout),
             forward_authorization: self.forward_authorization.unwrap_or(false),
+            identity_headers: identity_headers(self.identity_headers)?,
         })
     }
 }

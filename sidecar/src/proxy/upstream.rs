@@ -15,17 +15,18 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use http::header::{self, HeaderMap, HeaderName};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use policy_layer::auth::Identity;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::body::{ProxyBody, StreamWatch};
 use super::error::{INTERNAL_ERROR, error_chain, rpc_error};
-use crate::config::UpstreamSettings;
+use crate::config::{IdentityField, UpstreamSettings};
 use crate::observe::metrics::Metrics;
 use crate::observe::telemetry;
 
@@ -153,6 +154,11 @@ impl Upstream {
         if !inner.settings.forward_authorization {
             parts.headers.remove(header::AUTHORIZATION);
         }
+        identify(
+            &inner.settings.identity_headers,
+            parts.extensions.get::<Arc<Identity>>().map(|i| &**i),
+            &mut parts.headers,
+        );
         // The tool server's spans join the trace, as children of the request span.
         telemetry::inject(&mut parts.headers);
         parts.version = http::Version::HTTP_11;
@@ -203,6 +209,42 @@ impl Upstream {
     }
 }
 
+/// Replaces the identity headers: whatever the client sent under those names is removed, and
+/// the verified caller's values (when there is one) take their place. A value a header cannot
+/// carry as it is (not visible ASCII) is percent-encoded.
+fn identify(
+    names: &[(IdentityField, HeaderName)],
+    identity: Option<&Identity>,
+    headers: &mut HeaderMap,
+) {
+    for (field, name) in names {
+        headers.remove(name);
+        let value = match (identity, field) {
+            (Some(identity), IdentityField::Principal) => Some(identity.subject.as_str()),
+            (Some(identity), IdentityField::Claim(claim)) => identity.tag(claim),
+            (None, _) => None,
+        };
+        if let Some(value) = value.and_then(|v| HeaderValue::from_str(&header_text(v)).ok()) {
+            headers.insert(name.clone(), value);
+        }
+    }
+}
+
+/// `text` with every byte that is not visible ASCII (or an inner space) percent-encoded, and
+/// `%` itself, so the upstream can always decode what it gets.
+fn header_text(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len());
+    for b in text.trim().bytes() {
+        if (b.is_ascii_graphic() && b != b'%') || b == b' ' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
@@ -240,6 +282,7 @@ mod tests {
             timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(1),
             forward_authorization: false,
+            identity_headers: Vec::new(),
         };
         let upstream = Upstream::new(
             client(settings.connect_timeout),
@@ -272,5 +315,44 @@ mod tests {
                 .encode()
                 .contains(r#"mcp_policy_upstream_responses_total{status="error"} 1"#)
         );
+    }
+
+    #[test]
+    fn identity_headers_replace_what_the_client_sent() {
+        let names = vec![
+            (IdentityField::Principal, HeaderName::from_static("x-forwarded-user")),
+            (
+                IdentityField::Claim("email".into()),
+                HeaderName::from_static("x-forwarded-email"),
+            ),
+            (
+                IdentityField::Claim("groups".into()),
+                HeaderName::from_static("x-forwarded-groups"),
+            ),
+        ];
+        let identity = Identity {
+            kind: policy_layer::auth::PrincipalKind::OAuthUser,
+            subject: "alice".into(),
+            tags: vec![
+                ("email".into(), "alice@example.com".into()),
+                ("groups".into(), r#"["a","b"]"#.into()),
+            ],
+            expires_at: None,
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-user", HeaderValue::from_static("admin"));
+        headers.append("x-forwarded-user", HeaderValue::from_static("root"));
+        headers.insert("x-forwarded-email", HeaderValue::from_static("forged"));
+        identify(&names, Some(&identity), &mut headers);
+        assert_eq!(headers.get_all("x-forwarded-user").iter().count(), 1);
+        assert_eq!(headers["x-forwarded-user"], "alice");
+        assert_eq!(headers["x-forwarded-email"], "alice@example.com");
+        assert_eq!(headers["x-forwarded-groups"], r#"["a","b"]"#);
+        // Without a verified caller, forged values are removed and nothing takes their place.
+        let mut headers = HeaderMap::new();
+        headers.insert("x-forwarded-user", HeaderValue::from_static("admin"));
+        identify(&names, None, &mut headers);
+        assert!(headers.get("x-forwarded-user").is_none());
+        assert_eq!(header_text("Zoë\n%"), "Zo%C3%AB%0A%25");
     }
 }
