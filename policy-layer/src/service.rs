@@ -197,7 +197,9 @@ where
         exchange,
     };
     upstream_headers(&mut parts.headers);
-    parts.extensions.insert(Arc::clone(&rewrite.exchange.identity));
+    parts
+        .extensions
+        .insert(Arc::clone(&rewrite.exchange.identity));
     let reply = inner
         .call(Request::from_parts(parts, B::from(body)))
         .instrument(span)

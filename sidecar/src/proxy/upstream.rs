@@ -320,7 +320,10 @@ mod tests {
     #[test]
     fn identity_headers_replace_what_the_client_sent() {
         let names = vec![
-            (IdentityField::Principal, HeaderName::from_static("x-forwarded-user")),
+            (
+                IdentityField::Principal,
+                HeaderName::from_static("x-forwarded-user"),
+            ),
             (
                 IdentityField::Claim("email".into()),
                 HeaderName::from_static("x-forwarded-email"),
