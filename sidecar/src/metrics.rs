@@ -4,16 +4,18 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use policy_layer::CallRecord;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use policy_layer::CallRecord;
 
 /// The content type of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of the Prometheus text format, [`Format::Text`].
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// At most this many distinct `tool` label values; further tools count as `_other`, so a
 /// client inventing tool names cannot grow the metrics without bound.
 pub const MAX_TOOL_LABELS: usize = 1_000;
@@ -231,13 +233,7 @@ impl Metrics {
     }
 
     /// Counts one tools/call decision and its evaluation time.
-    fn decision(
-        &self,
-        decision: &'static str,
-        mode: &'static str,
-        tool: &str,
-        latency: Duration,
-    ) {
+    fn decision(&self, decision: &'static str, mode: &'static str, tool: &str, latency: Duration) {
         let labels = DecisionLabels {
             decision,
             mode,
@@ -282,7 +278,8 @@ impl Metrics {
             "failure"
         };
         self.reloads.get_or_create(&ResultLabels { result }).inc();
-        self.last_reload_successful.set(i64::from(success.is_some()));
+        self.last_reload_successful
+            .set(i64::from(success.is_some()));
         if let Some(count) = success {
             self.policies.set(i64::try_from(count).unwrap_or(i64::MAX));
         }
@@ -308,6 +305,105 @@ impl Metrics {
         }
         text
     }
+
+    /// The metrics in `format`.
+    #[must_use]
+    pub fn encode_as(&self, format: Format) -> String {
+        match format {
+            Format::OpenMetrics => self.encode(),
+            Format::Text => openmetrics_to_text(&self.encode()),
+        }
+    }
+}
+
+/// The exposition formats `/metrics` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// OpenMetrics 1.0 text, what Prometheus asks for.
+    OpenMetrics,
+    /// The Prometheus text format 0.0.4, for clients that do not ask for OpenMetrics (curl,
+    /// `promtool check metrics`, older scrapers).
+    Text,
+}
+
+impl Format {
+    /// The format an `Accept` header prefers: OpenMetrics when it names
+    /// `application/openmetrics-text` with a quality at least that of `text/plain`, else the
+    /// Prometheus text format (also without the header, as other Prometheus clients do).
+    #[must_use]
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let mut openmetrics = 0.0_f32;
+        let mut text = 0.0_f32;
+        for range in accept.unwrap_or_default().split(',') {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or_default().trim();
+            let quality = parts
+                .filter_map(|p| p.trim().strip_prefix("q="))
+                .find_map(|q| q.trim().parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if media.eq_ignore_ascii_case("application/openmetrics-text") {
+                openmetrics = openmetrics.max(quality);
+            } else if media.eq_ignore_ascii_case("text/plain") {
+                text = text.max(quality);
+            }
+        }
+        if openmetrics > 0.0 && openmetrics >= text {
+            Self::OpenMetrics
+        } else {
+            Self::Text
+        }
+    }
+
+    /// The `Content-Type` of this format.
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::OpenMetrics => CONTENT_TYPE,
+            Self::Text => TEXT_CONTENT_TYPE,
+        }
+    }
+}
+
+/// The OpenMetrics text `openmetrics` as the Prometheus text format 0.0.4: the metadata of a
+/// counter names its samples (`mcp_policy_reloads_total`, not `mcp_policy_reloads`), help
+/// texts keep their quotes unescaped, and the `# UNIT` and `# EOF` lines go. Samples are
+/// written alike in both formats.
+fn openmetrics_to_text(openmetrics: &str) -> String {
+    let mut counters = HashSet::new();
+    for line in openmetrics.lines() {
+        if let Some(name) = line
+            .strip_prefix("# TYPE ")
+            .and_then(|rest| rest.strip_suffix(" counter"))
+        {
+            counters.insert(name);
+        }
+    }
+    let mut text = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        let metadata = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|prefix| Some((prefix, line.strip_prefix(prefix)?)));
+        match metadata {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                text.push_str(prefix);
+                text.push_str(name);
+                if counters.contains(name) {
+                    text.push_str("_total");
+                }
+                text.push(' ');
+                if prefix == "# HELP " {
+                    text.push_str(&tail.replace("\\\"", "\""));
+                } else {
+                    text.push_str(if tail == "unknown" { "untyped" } else { tail });
+                }
+            }
+            None if line == "# EOF" || line.starts_with("# UNIT ") => continue,
+            None => text.push_str(line),
+        }
+        text.push('\n');
+    }
+    text
 }
 
 #[cfg(test)]
@@ -405,13 +501,88 @@ mod tests {
     fn last_reload_successful_follows_the_latest_load() {
         let metrics = Metrics::new();
         metrics.reload(Some(4));
-        assert!(metrics.encode().contains("mcp_policy_last_reload_successful 1\n"));
+        assert!(
+            metrics
+                .encode()
+                .contains("mcp_policy_last_reload_successful 1\n")
+        );
         metrics.reload(None);
         let text = metrics.encode();
-        assert!(text.contains("mcp_policy_last_reload_successful 0\n"), "{text}");
+        assert!(
+            text.contains("mcp_policy_last_reload_successful 0\n"),
+            "{text}"
+        );
         assert!(text.contains("mcp_policy_policies_loaded 4\n"), "{text}");
         metrics.reload(Some(5));
-        assert!(metrics.encode().contains("mcp_policy_last_reload_successful 1\n"));
+        assert!(
+            metrics
+                .encode()
+                .contains("mcp_policy_last_reload_successful 1\n")
+        );
+    }
+
+    #[test]
+    fn text_format_names_counters_by_their_samples_and_drops_eof() {
+        let metrics = Metrics::new();
+        metrics.reload(Some(2));
+        metrics.jwt_failure("expired");
+        let text = metrics.encode_as(Format::Text);
+        for line in [
+            "# HELP mcp_policy_reloads_total Policy loads (start and hot reload) by result \
+             (success, failure).",
+            "# TYPE mcp_policy_reloads_total counter",
+            r#"mcp_policy_reloads_total{result="success"} 1"#,
+            "# TYPE mcp_policy_jwt_failures_total counter",
+            "# TYPE mcp_policy_evaluation_seconds histogram",
+            "mcp_policy_evaluation_seconds_count 0",
+            "# TYPE mcp_policy_policies_loaded gauge",
+            "mcp_policy_policies_loaded 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing in\n{text}");
+        }
+        assert!(!text.contains("# EOF"), "{text}");
+        assert!(
+            !text.contains("# TYPE mcp_policy_reloads counter"),
+            "{text}"
+        );
+        let openmetrics = metrics.encode_as(Format::OpenMetrics);
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        assert!(openmetrics.contains("# TYPE mcp_policy_reloads counter\n"));
+    }
+
+    #[test]
+    fn text_format_unescapes_quotes_in_help_and_renames_unknown_types() {
+        let openmetrics = "# HELP a_thing Says \\\"hi\\\" and \\\\n.\n# TYPE a_thing unknown\n\
+                           # UNIT a_thing seconds\na_thing 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(openmetrics),
+            "# HELP a_thing Says \"hi\" and \\\\n.\n# TYPE a_thing untyped\na_thing 1\n"
+        );
+    }
+
+    #[test]
+    fn negotiates_openmetrics_only_when_asked_for() {
+        // What Prometheus 2.42 sends.
+        let prometheus = "application/openmetrics-text;version=1.0.0,\
+                          application/openmetrics-text;version=0.0.1;q=0.75,\
+                          text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text; version=1.0.0")),
+            Format::OpenMetrics
+        );
+        for accept in [
+            None,
+            Some("*/*"),
+            Some("text/plain"),
+            Some("text/plain;version=0.0.4;q=0.9, application/openmetrics-text;q=0.5"),
+            Some("application/openmetrics-text;q=0"),
+            Some("application/json"),
+        ] {
+            assert_eq!(Format::negotiate(accept), Format::Text, "{accept:?}");
+        }
+        assert_eq!(Format::Text.content_type(), TEXT_CONTENT_TYPE);
+        assert_eq!(Format::OpenMetrics.content_type(), CONTENT_TYPE);
     }
 
     #[test]
