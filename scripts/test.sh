@@ -11,6 +11,13 @@ if ! command -v cvc5 >/dev/null 2>&1 && [ -z "${CVC5:-}" ]; then
     apt_install cvc5
 fi
 
+# tests/tests/prometheus.rs runs a real Prometheus and promtool (Debian package).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    echo "== installing prometheus (apt-get)"
+    source scripts/lib/apt.sh
+    apt_install prometheus
+fi
+
 echo "== build (binaries the end-to-end tests start)"
 cargo build --workspace --bins
 
@@ -26,6 +33,9 @@ target/debug/policy-sidecar test --config examples/policies/policy-sidecar.toml 
 
 echo "== deploy manifests, Helm chart and compose file validate"
 scripts/validate-deploy.sh
+
+echo "== the OCI image: deploy/Dockerfile built with buildah from the debug binaries, run once"
+scripts/image.sh --bin-dir target/debug --check --scratch-storage
 
 echo "== fuzz targets, a short round from the committed seeds (longer: scripts/fuzz.sh 1500)"
 scripts/fuzz.sh 30

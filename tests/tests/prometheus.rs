@@ -373,10 +373,28 @@ struct DashboardQuery {
     instant: bool,
 }
 
-fn dashboard() -> Value {
-    let path = workspace_root().join("deploy/grafana/mcp-policy.json");
-    let text = std::fs::read_to_string(&path).expect("read the dashboard");
-    serde_json::from_str(&text).expect("the dashboard is JSON")
+/// Every dashboard of `deploy/grafana/`, by file name.
+fn dashboards() -> Vec<(String, Value)> {
+    let dir = workspace_root().join("deploy/grafana");
+    let mut all: Vec<(String, Value)> = std::fs::read_dir(&dir)
+        .expect("read deploy/grafana")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "json"))
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).expect("read the dashboard");
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            let dashboard =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name} is not JSON: {e}"));
+            (name, dashboard)
+        })
+        .collect();
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(!all.is_empty(), "no dashboard in deploy/grafana");
+    all
 }
 
 /// Every panel, rows' panels included.
@@ -389,13 +407,13 @@ fn panels(dashboard: &Value) -> Vec<&Value> {
     all
 }
 
-fn dashboard_queries(dashboard: &Value) -> Vec<DashboardQuery> {
+fn dashboard_queries(name: &str, dashboard: &Value) -> Vec<DashboardQuery> {
     let mut queries = Vec::new();
     for panel in panels(dashboard) {
         for target in panel["targets"].as_array().into_iter().flatten() {
             queries.push(DashboardQuery {
                 place: format!(
-                    "panel {:?} target {}",
+                    "{name}: panel {:?} target {}",
                     panel["title"].as_str().unwrap_or_default(),
                     target["refId"].as_str().unwrap_or_default()
                 ),
@@ -421,11 +439,19 @@ fn interpolate(expr: &str) -> String {
 
 #[test]
 fn dashboard_panels_are_well_formed() {
-    let dashboard = dashboard();
-    assert_eq!(dashboard["uid"], "mcp-policy");
+    for (name, dashboard) in dashboards() {
+        assert!(
+            dashboard["uid"].as_str().is_some_and(|u| !u.is_empty()),
+            "{name}: a fixed uid keeps links stable across imports"
+        );
+        dashboard_is_well_formed(&name, &dashboard);
+    }
+}
+
+fn dashboard_is_well_formed(name: &str, dashboard: &Value) {
     let mut ids = std::collections::HashSet::new();
-    for panel in panels(&dashboard) {
-        let title = panel["title"].as_str().expect("title");
+    for panel in panels(dashboard) {
+        let title = format!("{name}: {}", panel["title"].as_str().expect("title"));
         assert!(
             ids.insert(panel["id"].as_u64().expect("numeric id")),
             "{title}: duplicate id"
@@ -562,8 +588,32 @@ async fn prometheus_scrapes_the_sidecar_and_every_dashboard_query_has_data() {
         )
         .await;
 
+    for (name, dashboard) in dashboards() {
+        dashboard_has_data(&prometheus, &target, &name, &dashboard).await;
+    }
+
+    // The alerting rules loaded, and every one evaluated without an error.
+    let names: Vec<String> =
+        std::fs::read_to_string(workspace_root().join("deploy/prometheus/alerts.yml"))
+            .expect("read alerts.yml")
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("- alert: ").map(str::to_owned))
+            .collect();
+    assert!(names.len() >= 5, "{names:?}");
+    let rules = prometheus.evaluated_rules(names.len()).await;
+    for rule in &rules {
+        assert_eq!(rule["health"], "ok", "{rule}");
+        assert!(
+            names.iter().any(|n| rule["name"] == n.as_str()),
+            "{rule} not in alerts.yml"
+        );
+    }
+}
+
+/// The variables of `dashboard` list the job and the sidecar `target`, and each of its queries
+/// returns a series with a non-zero value.
+async fn dashboard_has_data(prometheus: &Prometheus, target: &str, name: &str, dashboard: &Value) {
     // The dashboard's variables list the job and the sidecar.
-    let dashboard = dashboard();
     for variable in dashboard["templating"]["list"]
         .as_array()
         .expect("variables")
@@ -583,8 +633,8 @@ async fn prometheus_scrapes_the_sidecar_and_every_dashboard_query_has_data() {
                 &[("match[]", &interpolate(selector))],
             )
             .await;
-        let expected = if label.trim() == "job" { JOB } else { &target };
-        assert_eq!(values, json!([expected]), "variable {query}");
+        let expected = if label.trim() == "job" { JOB } else { target };
+        assert_eq!(values, json!([expected]), "{name}: variable {query}");
     }
 
     // Every query of the dashboard returns a series with a non-zero value, as Grafana asks it:
@@ -594,7 +644,7 @@ async fn prometheus_scrapes_the_sidecar_and_every_dashboard_query_has_data() {
         .expect("clock")
         .as_secs_f64();
     let (start, end) = (format!("{:.3}", end - 30.0), format!("{end:.3}"));
-    for query in dashboard_queries(&dashboard) {
+    for query in dashboard_queries(name, dashboard) {
         let expr = interpolate(&query.expr);
         let series = if query.instant {
             prometheus.query(&expr).await
@@ -624,23 +674,6 @@ async fn prometheus_scrapes_the_sidecar_and_every_dashboard_query_has_data() {
             values.iter().any(|v: &f64| v.is_finite() && *v != 0.0),
             "{}: {expr} returned no non-zero series: {series:?}",
             query.place
-        );
-    }
-
-    // The alerting rules loaded, and every one evaluated without an error.
-    let names: Vec<String> =
-        std::fs::read_to_string(workspace_root().join("deploy/prometheus/alerts.yml"))
-            .expect("read alerts.yml")
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("- alert: ").map(str::to_owned))
-            .collect();
-    assert!(names.len() >= 5, "{names:?}");
-    let rules = prometheus.evaluated_rules(names.len()).await;
-    for rule in &rules {
-        assert_eq!(rule["health"], "ok", "{rule}");
-        assert!(
-            names.iter().any(|n| rule["name"] == n.as_str()),
-            "{rule} not in alerts.yml"
         );
     }
 }
