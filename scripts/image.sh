@@ -14,6 +14,8 @@
 #                      `demo-tool-server --help`; check the user; print the image size (buildah)
 #   --scratch-storage  build in a throw-away buildah store (vfs driver) removed at exit, as CI
 #                      does; without it the image stays in your store, ready for `buildah push`
+# As root, or rootless inside `buildah unshare scripts/image.sh ...` (--check runs the binaries
+# with `buildah run --isolation chroot`, which needs no OCI runtime).
 #
 # The build context is made here: rootfs/ gets the binaries (debug info stripped), every shared
 # library `ldd` names for them and for cvc5, cvc5 itself, the CA certificates, /etc/passwd and
@@ -41,7 +43,7 @@ while [ $# -gt 0 ]; do
         --archive) archive="$2"; shift 2 ;;
         --check) check=true; shift ;;
         --scratch-storage) scratch=true; shift ;;
-        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1 (see --help)" >&2; exit 64 ;;
     esac
 done
