@@ -88,7 +88,7 @@ def text_of(result: Any) -> str:
 
 
 async def expect_denied(client: Client, deny_style: str, tool: str, arguments: dict[str, Any]) -> str | None:
-    """None when the call is answered with the policy denial of SPEC section 7."""
+    """None when the call is answered with the policy denial of docs/replies.md."""
     try:
         result = await client.call_tool(tool, arguments)
     except MCPError as exc:

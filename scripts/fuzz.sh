@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 
 seconds="${1:-60}"
 cargo_fuzz_version=0.13.2
-targets=(jsonrpc sse context)
+targets=(jsonrpc sse context service)
 # `--dev` with the profile in fuzz/Cargo.toml (hot crates optimized, the rest not) builds in
 # less than half the time of cargo fuzz's default release build, and fuzzes at a quarter to
 # a half of its speed; debug assertions and overflow checks stay on. No AddressSanitizer: the fuzzed code forbids

@@ -11,6 +11,13 @@ if ! command -v cvc5 >/dev/null 2>&1 && [ -z "${CVC5:-}" ]; then
     apt_install cvc5
 fi
 
+# The Redis state store's tests (policy-layer/tests/redis_state.rs) start Debian's redis-server.
+if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_SERVER:-}" ]; then
+    echo "== installing redis-server (apt-get)"
+    source scripts/lib/apt.sh
+    apt_install redis-server
+fi
+
 # tests/tests/prometheus.rs runs a real Prometheus and promtool (Debian package).
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
     echo "== installing prometheus (apt-get)"

@@ -1,11 +1,13 @@
 //! `context.input` typing: a fuzzer-chosen tool inputSchema and tools/call arguments.
 //!
 //! The input is one JSON document, `[inputSchema, arguments]` (or `[inputSchema]` for a call
-//! without arguments), read by the same strict parse as a request body. Invariants: no panic;
-//! when typing succeeds, the Cedar context authorizes against a fixed policy set that reads
+//! without arguments), read by the same strict parse as a request body; the arguments are
+//! typed from their exact text, as the layer types a call. Invariants: no panic; when typing
+//! succeeds, the Cedar context authorizes against a fixed policy set that reads
 //! `context.input`, and each policy is satisfied exactly when the JSON arguments say it should
 //! be (`amount` below 1000 as a decimal, `count` above 5 as a Long, `tags` holding "vip"): the
-//! typed value is the number or set the client sent, never a rounded one.
+//! typed value is the number or set the client sent, never a rounded one; and a number with
+//! more than four fraction digits as written never types as a decimal.
 
 #![no_main]
 
@@ -61,6 +63,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(Value::Array(parts)) = jsonrpc::parse_strict(data) else {
         return;
     };
+    let Ok(raw) = serde_json::from_slice::<Vec<&serde_json::value::RawValue>>(data) else {
+        return;
+    };
     let (schema, arguments) = match parts.as_slice() {
         [schema] => (schema, None),
         [schema, arguments] => (schema, Some(arguments)),
@@ -69,9 +74,18 @@ fuzz_target!(|data: &[u8]| {
     let catalog =
         ToolCatalog::from_list(&json!({"tools": [{"name": "tool", "inputSchema": schema}]}));
     let ty = &catalog.get("tool").expect("the tool is listed").input;
-    let Ok(typed) = TypedInput::new(arguments, ty) else {
+    let text = raw.get(1).map(|a| a.get());
+    let Ok(typed) = TypedInput::from_json(text, ty) else {
         return;
     };
+    if let (Some(arguments), Some(InputType::Decimal)) = (text, declared_amount(ty))
+        && let Some(amount) = amount_text(arguments)
+    {
+        assert!(
+            fraction_digits(&amount) <= 4,
+            "{amount} typed as a decimal with more than 4 fraction digits"
+        );
+    }
     let args = arguments.cloned().unwrap_or_else(|| json!({}));
     let fixture = &*FIXTURE;
     let context: Context = typed.into_context();
@@ -117,7 +131,8 @@ fn amount_below_1000(value: &Value, declared: Option<&InputType>) -> Option<bool
         None | Some(InputType::Untyped) => n.is_f64(),
         Some(_) => return None,
     };
-    // A decimal that typed holds at most 15 significant digits, so its f64 orders exactly.
+    // A decimal that typed has at most four fraction digits, so near 1000 its f64 orders
+    // exactly (999.9999 and 1000.0001 are far apart for an f64).
     Some(decimal && n.as_f64()? < 1000.0)
 }
 
@@ -137,4 +152,34 @@ fn count_above_5(value: &Value, declared: Option<&InputType>) -> Option<bool> {
         Some(i) => Some(i > 5),
         None => Some(n.as_f64()? > 5.0),
     }
+}
+
+fn declared_amount(ty: &InputType) -> Option<&InputType> {
+    match ty {
+        InputType::Record(record) => record.attribute("amount").map(|a| &a.ty),
+        _ => None,
+    }
+}
+
+/// The text of the `amount` number in the arguments' JSON text, when it is a number.
+fn amount_text(arguments: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Amount<'a> {
+        #[serde(borrow)]
+        amount: Option<&'a serde_json::value::RawValue>,
+    }
+    let parsed: Amount<'_> = serde_json::from_str(arguments).ok()?;
+    let text = parsed.amount?.get();
+    text.starts_with(|c: char| c == '-' || c.is_ascii_digit())
+        .then(|| text.to_owned())
+}
+
+/// Fraction digits of a number literal, trailing zeros aside and the exponent applied.
+fn fraction_digits(text: &str) -> i64 {
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(i) => (&text[..i], text[i + 1..].parse::<i64>().unwrap_or(0)),
+        None => (text, 0),
+    };
+    let fraction = mantissa.split_once('.').map_or("", |(_, f)| f).trim_end_matches('0');
+    i64::try_from(fraction.len()).unwrap_or(i64::MAX).saturating_sub(exponent)
 }

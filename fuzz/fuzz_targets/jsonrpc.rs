@@ -2,8 +2,9 @@
 //!
 //! Invariants: no panic; the strict parse accepts exactly what `serde_json` accepts, less the
 //! documents that repeat a key, and yields the same value; `parse` accepts exactly the
-//! JSON-RPC messages and batches among those, within the batch limit; every error carries a
-//! JSON-RPC error code.
+//! JSON-RPC messages and batches among those, within the batch limit and with distinct
+//! request ids; each message keeps exactly its own bytes, and its view of `params` (name, uri,
+//! raw arguments) is what those bytes say; every error carries a JSON-RPC error code.
 
 #![no_main]
 
@@ -48,7 +49,7 @@ fuzz_target!(|body: &[u8]| {
 
     let mut accepted_below = false;
     for limit in LIMITS {
-        let parsed = jsonrpc::parse(body, limit);
+        let parsed = jsonrpc::parse(&bytes::Bytes::copy_from_slice(body), limit);
         match (&parsed, &strict) {
             (Err(e), _) => {
                 assert!(
@@ -88,11 +89,32 @@ fn check_envelope(envelope: &jsonrpc::Envelope, value: &Value, limit: usize) {
         }
     };
     assert_eq!(envelope.messages.len(), items.len());
+    let ids: Vec<&Value> = envelope.messages.iter().filter_map(|m| m.id()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        assert!(
+            !ids[..i].iter().any(|e| jsonrpc::same_id(e, id)),
+            "a batch with a repeated id {id} was accepted"
+        );
+    }
     for (message, item) in envelope.messages.iter().zip(items) {
         let Value::Object(map) = item else {
             panic!("a non-object was accepted as a message: {item}");
         };
-        assert_eq!(&message.value, map);
+        let own: Value = serde_json::from_slice(message.raw()).expect("a message is JSON");
+        assert_eq!(&own, item, "a message's bytes are not the message");
+        match (message.params(), map.get("params")) {
+            (Some(params), Some(Value::Object(p))) => {
+                assert_eq!(params.name.as_deref(), p.get("name").and_then(Value::as_str));
+                assert_eq!(params.uri.as_deref(), p.get("uri").and_then(Value::as_str));
+                let arguments = message
+                    .arguments()
+                    .map(|a| serde_json::from_str::<Value>(a).expect("arguments are JSON"));
+                assert_eq!(arguments.as_ref(), p.get("arguments"));
+            }
+            (None, Some(Value::Object(_))) => panic!("params is an object but has no view"),
+            (Some(_), _) => panic!("a view of params that are not an object"),
+            (None, _) => {}
+        }
         assert_eq!(map.get("jsonrpc"), Some(&Value::from("2.0")));
         match &message.kind {
             Kind::Request { id, method } => {

@@ -3,16 +3,17 @@
 use std::fmt;
 use std::str::FromStr;
 
-/// Default limit on a request body (SPEC section 2): 4 MiB.
+/// Default limit on a request body (`docs/request-flow.md`): 4 MiB.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Default limit on the number of messages in one JSON-RPC batch.
 pub const DEFAULT_MAX_BATCH: usize = 100;
-/// Default limit on a buffered tools/list response (JSON or one SSE event): 16 MiB.
+/// Default limit on one upstream message read whole to be checked (a JSON reply, or one
+/// event of a stream): 16 MiB.
 pub const DEFAULT_MAX_LIST_BYTES: usize = 16 * 1024 * 1024;
 /// Default policy engine name reported on spans, logs and metrics.
 pub const DEFAULT_ENGINE_NAME: &str = "PolicyEngine";
 
-/// The engine mode (SPEC section 4).
+/// The engine mode (`docs/cedar-model.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Mode {
     /// A deny is answered locally; the upstream never sees the call.
@@ -22,7 +23,7 @@ pub enum Mode {
     LogOnly,
 }
 
-/// How a denied call is answered (SPEC section 7).
+/// How a denied call is answered (`docs/replies.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DenyStyle {
     /// A JSON-RPC error, code -32002.
@@ -42,7 +43,7 @@ pub enum ExceptionLevel {
     Debug,
 }
 
-/// What findings of policy validation do (SPEC section 9, `[policy] validation`).
+/// What findings of policy validation do (`[policy] validation` in `sidecar/README.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Validation {
     /// A policy set with any finding is refused (at start and on reload).
@@ -108,7 +109,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// Largest JSON-RPC batch accepted.
     pub max_batch: usize,
-    /// Largest tools/list response (or SSE event) buffered for filtering.
+    /// Largest upstream message read to be checked: a JSON reply, or one event of a stream
+    /// (every list answer is filtered wherever it arrives, so every message is read whole).
     pub max_list_bytes: usize,
 }
 

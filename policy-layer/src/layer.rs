@@ -3,32 +3,21 @@
 use std::fmt;
 use std::sync::Arc;
 
+use http::Uri;
+use serde_json::Value;
 use tower_layer::Layer;
 
-use serde_json::Value;
-
 use crate::auth::Authenticator;
+use crate::auth::gate::{Gate, IdentitySource};
+use crate::auth::metadata::ProtectedResource;
 use crate::config::Settings;
 use crate::engine::PolicyEngine;
+use crate::exchange::Shared;
+use crate::protocol::origin::Origins;
+use crate::protocol::session::{SessionLimits, Sessions};
+use crate::protocol::{IpNet, TrustedProxies};
 use crate::record::{DecisionObserver, NoObserver};
 use crate::service::PolicyService;
-
-/// Where a request's identity comes from.
-#[derive(Clone)]
-pub(crate) enum IdentitySource {
-    /// An `Arc<Identity>` request extension set by an earlier layer; none -> 401.
-    Extension,
-    /// Bearer tokens verified by the authenticator (or anonymous when it is `none`).
-    Authenticator(Authenticator),
-}
-
-pub(crate) struct Shared {
-    pub(crate) engine: PolicyEngine,
-    pub(crate) settings: Arc<Settings>,
-    pub(crate) observer: Arc<dyn DecisionObserver>,
-    pub(crate) identity: IdentitySource,
-    pub(crate) resource_metadata: Option<Arc<Value>>,
-}
 
 /// A tower layer that enforces Cedar policies on the MCP messages of an HTTP service.
 ///
@@ -53,28 +42,35 @@ impl fmt::Debug for PolicyLayer {
 }
 
 impl PolicyLayer {
-    /// A layer deciding with `engine`, default settings, identities from request extensions.
+    /// A layer deciding with `engine`, default settings, identities from request extensions,
+    /// no browser origin allowed, and sessions bound within [`SessionLimits::default`].
     pub fn new(engine: PolicyEngine) -> Self {
         Self {
             shared: Arc::new(Shared {
                 engine,
                 settings: Arc::new(Settings::default()),
                 observer: Arc::new(NoObserver),
-                identity: IdentitySource::Extension,
-                resource_metadata: None,
+                gate: Gate {
+                    source: IdentitySource::Extension,
+                    metadata: None,
+                    public_url: None,
+                    proxies: TrustedProxies::default(),
+                },
+                origins: Origins::default(),
+                sessions: Arc::new(Sessions::new(SessionLimits::default())),
             }),
         }
     }
 
     fn with(self, change: impl FnOnce(&mut Shared)) -> Self {
-        let shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
+        let mut shared = Arc::try_unwrap(self.shared).unwrap_or_else(|shared| Shared {
             engine: shared.engine.clone(),
             settings: Arc::clone(&shared.settings),
             observer: Arc::clone(&shared.observer),
-            identity: shared.identity.clone(),
-            resource_metadata: shared.resource_metadata.clone(),
+            gate: shared.gate.clone(),
+            origins: shared.origins.clone(),
+            sessions: Arc::clone(&shared.sessions),
         });
-        let mut shared = shared;
         change(&mut shared);
         Self {
             shared: Arc::new(shared),
@@ -100,20 +96,55 @@ impl PolicyLayer {
     /// Verifies each request's bearer token with `authenticator` before anything else;
     /// a missing or bad token is refused (401/403) and nothing is forwarded.
     pub fn authenticator(self, authenticator: Authenticator) -> Self {
-        self.with(|s| s.identity = IdentitySource::Authenticator(authenticator))
+        self.with(|s| s.gate.source = IdentitySource::Authenticator(authenticator))
     }
 
     /// Serves this RFC 9728 protected resource metadata document at
-    /// `/.well-known/oauth-protected-resource` (and below it), the URL that 401 replies point
-    /// to (see [`crate::auth::protected_resource_metadata`]).
+    /// `/.well-known/oauth-protected-resource` and below it, the URL that 401 replies point to
+    /// (see [`crate::auth::protected_resource_metadata`]). The document's `resource` names the
+    /// MCP endpoint: its path is kept; its scheme and host are those the client used, unless
+    /// [`Self::public_url`] fixes them.
     pub fn resource_metadata(self, document: Value) -> Self {
-        self.with(|s| s.resource_metadata = Some(Arc::new(document)))
+        self.with(|s| {
+            let mut metadata = ProtectedResource::new(document);
+            if let Some(url) = &s.gate.public_url {
+                metadata = metadata.with_public_url(url);
+            }
+            s.gate.metadata = Some(metadata);
+        })
+    }
+
+    /// The URL clients reach the MCP endpoint at (behind a load balancer or an ingress): the
+    /// resource the metadata names and the URL 401 replies point to.
+    pub fn public_url(self, url: Uri) -> Self {
+        self.with(|s| {
+            s.gate.metadata = s.gate.metadata.take().map(|m| m.with_public_url(&url));
+            s.gate.public_url = Some(url);
+        })
+    }
+
+    /// Peers whose `Forwarded` / `X-Forwarded-*` headers are believed (the client's scheme,
+    /// host and address); from any other peer they are ignored. The server must set each
+    /// request's [`crate::protocol::PeerAddr`].
+    pub fn trusted_proxies(self, nets: Vec<IpNet>) -> Self {
+        self.with(|s| s.gate.proxies = TrustedProxies::new(nets))
+    }
+
+    /// The origins whose browser pages may call; a request with any other `Origin` is refused
+    /// (403). By default no page may: a request with an `Origin` header is refused.
+    pub fn allowed_origins(self, origins: Origins) -> Self {
+        self.with(|s| s.origins = origins)
+    }
+
+    /// How many sessions are bound to their principals at once, and for how long unused.
+    pub fn session_limits(self, limits: SessionLimits) -> Self {
+        self.with(|s| s.sessions = Arc::new(Sessions::new(limits)))
     }
 
     /// Takes each caller's identity from an `Arc<Identity>` request extension set by an
     /// earlier layer; a request without one is refused with 401.
     pub fn identity_from_extension(self) -> Self {
-        self.with(|s| s.identity = IdentitySource::Extension)
+        self.with(|s| s.gate.source = IdentitySource::Extension)
     }
 
     /// The engine this layer decides with.

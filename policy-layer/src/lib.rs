@@ -1,28 +1,40 @@
 //! `policy-layer`: a tower layer that enforces AgentCore-compatible Cedar policies on MCP
 //! tool calls.
 //!
-//! The request flow, one module per step: [`jsonrpc`] parses the body, [`auth`] proves who the
-//! caller is, [`model`] builds the Cedar request, [`engine`] decides (AuthorizeAction for
-//! `tools/call`, PartiallyAuthorizeActions for `tools/list`), [`response`] answers denials, and
-//! [`PolicyLayer`] / [`PolicyService`] tie it into any tower HTTP service.
+//! The request flow, one module per step (`docs/request-flow.md`): [`protocol`] checks the
+//! method, headers, version, origin and session; [`auth`] proves who the caller is;
+//! [`jsonrpc`] parses the body; [`decide`] decides each message with the [`engine`] over the
+//! Cedar [`model`] (AuthorizeAction); [`filter`] rewrites the reply (PartiallyAuthorizeActions
+//! on every tools/list answer); [`reply`] writes every answer the layer makes itself;
+//! [`telemetry`] owns the spans. [`limit`] holds the rate limits, counted in the [`state`]
+//! store (memory, or Redis with the `redis` feature). [`PolicyLayer`] / [`PolicyService`] tie
+//! it into any tower HTTP service.
 
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod body;
 pub mod config;
+mod decide;
 pub mod engine;
+mod exchange;
 pub mod filter;
 pub mod jsonrpc;
 pub mod layer;
+pub mod limit;
 pub mod model;
+pub mod protocol;
 pub mod record;
-pub mod response;
+pub mod reply;
 pub mod service;
+pub mod state;
+pub mod telemetry;
 
 pub use body::PolicyBody;
 pub use config::{DenyStyle, ExceptionLevel, Mode, Settings};
 pub use engine::{PolicyEngine, PolicySource};
 pub use layer::PolicyLayer;
+pub use limit::{Admitted, Limits, Throttled};
+pub use protocol::PeerAddr;
 pub use record::{CallRecord, DecisionObserver, ListRecord};
 pub use service::PolicyService;

@@ -25,8 +25,9 @@ pub struct CallRecord<'a> {
     pub request_id: &'a Value,
     /// The decision, or why none could be made.
     pub outcome: Result<&'a Outcome, &'a AuthorizeError>,
-    /// The call's arguments (observers redact them unless told otherwise).
-    pub arguments: Option<&'a Value>,
+    /// The call's arguments as the client wrote them (JSON text; observers redact them
+    /// unless told otherwise).
+    pub arguments: Option<&'a str>,
     /// Whether the call was forwarded upstream.
     pub forwarded: bool,
     /// Time spent deciding.

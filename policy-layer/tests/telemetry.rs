@@ -1,4 +1,4 @@
-//! The layer's spans as an OpenTelemetry exporter sees them (SPEC section 8): a real axum MCP
+//! The layer's spans as an OpenTelemetry exporter sees them (`docs/telemetry.md`): a real axum MCP
 //! server wrapped by `PolicyLayer`, called in process, with `tracing-opentelemetry` over the
 //! SDK's in-memory exporter. Each test installs its own subscriber for its own thread.
 
@@ -6,7 +6,7 @@ mod common;
 
 use axum::Router;
 use axum::body::Body;
-use common::{call, refund_engine, upstream_router};
+use common::{SESSION, call, refund_engine, upstream_router};
 use http_body_util::BodyExt;
 use opentelemetry::trace::{SpanId, SpanKind, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -80,10 +80,18 @@ fn app(mode: Mode, sse: bool) -> Router {
 /// Sends `body` through the layer with the capture's subscriber installed, reads the whole
 /// reply and drops it, so every span of the request has ended.
 fn exchange(capture: &Capture, app: Router, body: &Value) -> String {
+    // The session is opened first, as a client does: the layer serves it only to its opener.
+    let initialize = axum::http::Request::post("/mcp")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(Body::from(
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}).to_string(),
+        ))
+        .expect("request");
     let request = axum::http::Request::post("/mcp")
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .header("mcp-session-id", "session-7")
+        .header("mcp-session-id", SESSION)
         .header("mcp-protocol-version", "2025-06-18")
         .body(Body::from(body.to_string()))
         .expect("request");
@@ -93,6 +101,8 @@ fn exchange(capture: &Capture, app: Router, body: &Value) -> String {
         .expect("runtime");
     tracing::subscriber::with_default(capture.subscriber(), || {
         runtime.block_on(async move {
+            let opened = app.clone().oneshot(initialize).await.expect("infallible");
+            assert_eq!(opened.headers()["mcp-session-id"], SESSION);
             let reply = app.oneshot(request).await.expect("infallible");
             let bytes = reply.into_body().collect().await.expect("body").to_bytes();
             String::from_utf8_lossy(&bytes).into_owned()

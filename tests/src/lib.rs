@@ -754,3 +754,126 @@ pub fn is_denied(answer: &Answer) -> bool {
 pub fn is_tool_result(answer: &Answer) -> bool {
     answer.message["result"]["isError"] == json!(false)
 }
+
+/// A test-only Ed25519 key (the same as `policy-layer/tests/fixtures/ed25519.pem`).
+pub const ED25519_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIMhbUIjTT0pMLnXz/XAy+iSOkZGKNlQG23QGmmjqohof
+-----END PRIVATE KEY-----
+";
+/// Its public half as a JWK `x`.
+pub const ED25519_X: &str = "3BxEVLhPA8ouyX0a7sS7Tqk6pvlorH-LrhNNgd9nzAk";
+/// The audience the test tokens are for.
+pub const AUDIENCE: &str = "mcp-gateway";
+
+/// Signs `claims` with [`ED25519_PEM`] (key id `ed-1`).
+#[must_use]
+pub fn sign(claims: &Value) -> String {
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(ED25519_PEM.as_bytes()).expect("key");
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+    header.kid = Some("ed-1".into());
+    jsonwebtoken::encode(&header, claims, &key).expect("sign")
+}
+
+/// Seconds since the epoch.
+#[must_use]
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// The JWKS holding [`ED25519_X`].
+#[must_use]
+pub fn jwks() -> Value {
+    json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED25519_X, "kid": "ed-1",
+                     "alg": "EdDSA", "use": "sig"}]})
+}
+
+/// A real identity provider on a local port: OIDC discovery and the JWKS over HTTP; its issuer
+/// is its own URL, as an authorization server's is.
+pub struct Idp {
+    /// `http://ADDR`: the issuer.
+    pub issuer: String,
+}
+
+impl Idp {
+    /// Serves discovery and keys.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+        let discovery = json!({
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/jwks.json"),
+            "authorization_endpoint": format!("{issuer}/authorize"),
+            "token_endpoint": format!("{issuer}/token"),
+            "response_types_supported": ["code"],
+        });
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move { axum::Json(discovery) }),
+            )
+            .route(
+                "/jwks.json",
+                axum::routing::get(|| async { axum::Json(jwks()) }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { issuer }
+    }
+
+    /// A token for `sub` with `extra` claims, valid for ten minutes.
+    #[must_use]
+    pub fn token(&self, sub: &str, extra: &Value) -> String {
+        let mut claims = json!({"iss": self.issuer, "aud": AUDIENCE, "sub": sub,
+                                "exp": now_secs() + 600});
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            claims.extend(extra.clone());
+        }
+        sign(&claims)
+    }
+
+    /// The environment that points a sidecar at this issuer (OIDC discovery).
+    #[must_use]
+    pub fn sidecar_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("POLICY_SIDECAR_AUTH_MODE", "jwt".to_owned()),
+            ("POLICY_SIDECAR_AUTH_ISSUER", self.issuer.clone()),
+            (
+                "POLICY_SIDECAR_AUTH_DISCOVERY_URL",
+                format!("{}/.well-known/openid-configuration", self.issuer),
+            ),
+            ("POLICY_SIDECAR_AUTH_AUDIENCES", AUDIENCE.to_owned()),
+        ]
+    }
+}
+
+/// `host:port` of an `http://host:port/path` URL.
+#[must_use]
+pub fn host_of(url: &str) -> &str {
+    let rest = url.trim_start_matches("http://");
+    rest.split('/').next().unwrap_or(rest)
+}
+
+/// The path of an `http://host:port/path` URL.
+#[must_use]
+pub fn path_of(url: &str) -> &str {
+    let rest = url.trim_start_matches("http://");
+    rest.find('/').map_or("/", |i| &rest[i..])
+}
+
+/// Writes `request` on a fresh connection to the host of `url` and reads until the peer closes
+/// (at most 10 s): the raw HTTP answer.
+pub async fn raw_exchange(url: &str, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(host_of(url))
+        .await
+        .expect("connect");
+    // The server may answer and close before it read everything: a failed write is fine.
+    let _ = stream.write_all(request).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}

@@ -7,15 +7,15 @@
 //! exactly one copy of an allowed call.
 
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use e2e::{
-    DemoServer, McpClient, REFUND_POLICIES, Sidecar, Stack, Workspace, assert_streaming,
-    eventually, http, message_in, serve,
+    AUDIENCE, DemoServer, McpClient, REFUND_POLICIES, Sidecar, Stack, Workspace, assert_streaming,
+    eventually, host_of, http, jwks, message_in, now_secs, path_of, raw_exchange, serve, sign,
 };
 use serde_json::{Value, json};
 
@@ -432,32 +432,6 @@ async fn a_body_over_the_limit_is_413_and_never_forwarded() {
     let reply = s.post_json(&small).await;
     assert_eq!(reply.message["result"]["isError"], false, "{reply:?}");
     assert_eq!(forwarded_calls(&s.tap.take()).len(), 1);
-}
-
-/// `host:port` of an `http://host:port/path` URL.
-fn host_of(url: &str) -> &str {
-    let rest = url.trim_start_matches("http://");
-    rest.split('/').next().unwrap_or(rest)
-}
-
-/// The path of an `http://host:port/path` URL.
-fn path_of(url: &str) -> &str {
-    let rest = url.trim_start_matches("http://");
-    rest.find('/').map_or("/", |i| &rest[i..])
-}
-
-/// Writes `request` on a fresh connection to the host of `url` and reads until the peer closes
-/// (at most 10 s): the raw HTTP answer.
-async fn raw_exchange(url: &str, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(host_of(url))
-        .await
-        .expect("connect");
-    // The server may answer and close before it read everything: a failed write is fine.
-    let _ = stream.write_all(request).await;
-    let mut answer = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
-    String::from_utf8_lossy(&answer).into_owned()
 }
 
 // --- arguments, numbers, params and ids ---------------------------------------------------
@@ -994,32 +968,11 @@ async fn a_tool_result_denial_in_protocol_2026_carries_result_type() {
 
 // --- tokens -------------------------------------------------------------------------------
 
-/// A test-only Ed25519 key (the same as `policy-layer/tests/fixtures/ed25519.pem`).
-const ED25519_PEM: &str = "-----BEGIN PRIVATE KEY-----
-MC4CAQAwBQYDK2VwBCIEIMhbUIjTT0pMLnXz/XAy+iSOkZGKNlQG23QGmmjqohof
------END PRIVATE KEY-----
-";
-/// Its public half as a JWK `x`.
-const ED25519_X: &str = "3BxEVLhPA8ouyX0a7sS7Tqk6pvlorH-LrhNNgd9nzAk";
 const ISSUER: &str = "https://issuer.test";
-
-fn sign(claims: &Value) -> String {
-    let key = jsonwebtoken::EncodingKey::from_ed_pem(ED25519_PEM.as_bytes()).expect("key");
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
-    header.kid = Some("ed-1".into());
-    jsonwebtoken::encode(&header, claims, &key).expect("sign")
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs()
-}
 
 fn token_for(sub: &str) -> String {
     sign(
-        &json!({"iss": ISSUER, "aud": "mcp-gateway", "sub": sub, "exp": now() + 600,
+        &json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "exp": now_secs() + 600,
                  "role": "refund-agent"}),
     )
 }
@@ -1027,9 +980,7 @@ fn token_for(sub: &str) -> String {
 /// The demo server behind a sidecar with JWT auth (keys from a JWKS file).
 async fn setup_jwt() -> Setup {
     let ws = Workspace::new();
-    let jwks = json!({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": ED25519_X, "kid": "ed-1",
-                                "alg": "EdDSA", "use": "sig"}]});
-    let jwks_file = ws.file("jwks.json", &jwks.to_string());
+    let jwks_file = ws.file("jwks.json", &jwks().to_string());
     let s = start_behind_tap(
         ws,
         "",
@@ -1080,14 +1031,14 @@ async fn a_token_in_the_query_string_is_not_a_credential() {
             "{}.{}.",
             part(json!({"alg": "none", "typ": "JWT"})),
             part(
-                json!({"iss": ISSUER, "aud": "mcp-gateway", "sub": "mallory", "exp": now() + 600})
+                json!({"iss": ISSUER, "aud": "mcp-gateway", "sub": "mallory", "exp": now_secs() + 600})
             )
         )
     };
     let other_audience =
-        sign(&json!({"iss": ISSUER, "aud": "other", "sub": "alice", "exp": now() + 600}));
+        sign(&json!({"iss": ISSUER, "aud": "other", "sub": "alice", "exp": now_secs() + 600}));
     let expired = sign(&json!({"iss": ISSUER, "aud": "mcp-gateway", "sub": "alice",
-                               "exp": now() - 3600}));
+                               "exp": now_secs() - 3600}));
     for (case, authorization) in [
         ("no header", None),
         ("bare token", Some(token.clone())),

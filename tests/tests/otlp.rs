@@ -1,5 +1,5 @@
 //! The real `policy-sidecar` exporting its spans over OTLP/HTTP to a receiver written here
-//! (SPEC section 8): the client's W3C trace continues through the sidecar to the upstream, and
+//! (`docs/telemetry.md`): the client's W3C trace continues through the sidecar to the upstream, and
 //! a collector that is down changes nothing for the client.
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The `[auth]` configuration (SPEC section 9) and its validation into typed settings.
+//! The `[auth]` configuration (`sidecar/README.md`) and its validation into typed settings.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ pub enum AuthMode {
     None,
 }
 
-/// The `[auth]` section, as written in the sidecar's TOML (SPEC section 9).
+/// The `[auth]` section, as written in the sidecar's TOML (`sidecar/README.md`).
 ///
 /// One issuer can be configured inline (`issuer`, one of `discovery_url` / `jwks_url` /
 /// `jwks_file`, `audiences`, ...), more in `issuers = [...]`; a token is matched to its issuer

@@ -92,7 +92,14 @@ impl AuthError {
     /// `Bearer error="invalid_token", resource_metadata="https://mcp.example/.well-known/oauth-protected-resource"`.
     #[must_use]
     pub fn www_authenticate(&self, resource_metadata_url: &str) -> HeaderValue {
-        let mut value = String::with_capacity(64 + resource_metadata_url.len());
+        self.challenge(Some(resource_metadata_url))
+    }
+
+    /// The `WWW-Authenticate` header value, with `resource_metadata` when there is a
+    /// metadata document to point to.
+    #[must_use]
+    pub fn challenge(&self, resource_metadata_url: Option<&str>) -> HeaderValue {
+        let mut value = String::with_capacity(64 + resource_metadata_url.map_or(0, str::len));
         match self {
             Self::InsufficientScope { required } => {
                 value.push_str("Bearer error=\"insufficient_scope\", scope=");
@@ -101,8 +108,10 @@ impl AuthError {
             Self::ClientNotAllowed => value.push_str("Bearer error=\"insufficient_scope\""),
             _ => value.push_str("Bearer error=\"invalid_token\""),
         }
-        value.push_str(", resource_metadata=");
-        push_quoted(&mut value, resource_metadata_url);
+        if let Some(url) = resource_metadata_url {
+            value.push_str(", resource_metadata=");
+            push_quoted(&mut value, url);
+        }
         HeaderValue::from_str(&value).unwrap_or_else(|_| match self.status() {
             // The URL held bytes a header cannot carry: answer without it rather than fail.
             StatusCode::FORBIDDEN => {

@@ -1,4 +1,5 @@
-//! JWT authentication (SPEC section 6): who the caller is, proved by a bearer token.
+//! JWT authentication (`docs/authentication.md`): who the caller is, proved by a bearer
+//! token; [`metadata`] serves the RFC 9728 document that a 401 points to.
 //!
 //! [`Authenticator::authenticate`] takes the token from `Authorization: Bearer`, picks the
 //! issuer by the token's `iss`, verifies the signature with that issuer's JWKS (RS256/384/512,
@@ -21,7 +22,9 @@
 mod cache;
 mod config;
 mod error;
+pub(crate) mod gate;
 mod jwks;
+pub mod metadata;
 mod token;
 
 use std::sync::Arc;
@@ -40,6 +43,7 @@ pub use config::{
 };
 pub use error::{AuthError, AuthStartError};
 pub use jwks::{JwksError, MAX_JWKS_DOCUMENT_BYTES};
+pub use metadata::{ProtectedResource, RESOURCE_METADATA_PATH};
 pub use token::MAX_TOKEN_BYTES;
 
 use cache::{CachedToken, TokenCache};
@@ -50,7 +54,7 @@ use token::{Checks, Unverified};
 /// The subject of an unauthenticated caller (`AgentCore::UnauthenticatedUser::"anonymous"`).
 pub const ANONYMOUS_SUBJECT: &str = "anonymous";
 
-/// Which Cedar principal type the caller maps to (SPEC section 3).
+/// Which Cedar principal type the caller maps to (`docs/cedar-model.md`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PrincipalKind {
     /// `AgentCore::OAuthUser::"<sub>"`: a verified token.
@@ -66,7 +70,7 @@ pub struct Identity {
     pub kind: PrincipalKind,
     /// JWT `sub` (`"anonymous"` when unauthenticated).
     pub subject: String,
-    /// Every claim other than `sub`, as a string per SPEC section 3: strings as they are,
+    /// Every claim other than `sub`, as a string per `docs/cedar-model.md`: strings as they are,
     /// numbers, booleans, arrays and objects as compact JSON text; sorted by claim name.
     pub tags: Vec<(String, String)>,
     /// `exp`, seconds since the epoch.

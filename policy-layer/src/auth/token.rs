@@ -19,7 +19,7 @@ use super::{Identity, PrincipalKind};
 /// Longest token accepted; anything longer is refused before parsing.
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// Every algorithm a token may use (SPEC section 6).
+/// Every algorithm a token may use (`docs/authentication.md`).
 const ALLOWED_ALGORITHMS: [Algorithm; 9] = [
     Algorithm::RS256,
     Algorithm::RS384,

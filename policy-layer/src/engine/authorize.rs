@@ -7,7 +7,7 @@ use super::Snapshot;
 use crate::auth::Identity;
 use crate::model::{InputError, TypedInput};
 
-/// The record of one AuthorizeAction: what was decided and why (SPEC sections 4 and 8).
+/// The record of one AuthorizeAction: what was decided and why (`docs/cedar-model.md`, `docs/telemetry.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     /// Allow or deny, by the enforced policies.
@@ -29,7 +29,7 @@ impl Outcome {
         self.decision == Decision::Allow
     }
 
-    /// The reason of a deny, as AgentCore words it (SPEC section 7).
+    /// The reason of a deny, as AgentCore words it (`docs/replies.md`).
     #[must_use]
     pub fn deny_reason(&self) -> String {
         if self.determining.is_empty() {
@@ -51,23 +51,53 @@ pub enum AuthorizeError {
     Input(#[from] InputError),
     /// The engine could not evaluate the request.
     #[error("policy evaluation failed: {0}")]
-    Engine(String),
+    Engine(#[from] EngineError),
+}
+
+/// Why the engine could not evaluate a request at all (the caller then fails closed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// No policy set has loaded: nothing can be decided.
+    #[error("no usable policy set")]
+    NoPolicySet,
+    /// Cedar refused the request (principal, action, resource or context).
+    #[error("{0}")]
+    Request(String),
+    /// The request's entities (principal and action hierarchy) could not be built.
+    #[error("{0}")]
+    Entities(String),
 }
 
 impl Snapshot {
-    /// Decides a call of `tool` with `arguments` by `identity`.
+    /// Decides a call of `tool` with `arguments` (a parsed value: test cases, tools) by
+    /// `identity`; the same as [`authorize_json`](Self::authorize_json) of its JSON text.
     ///
     /// # Errors
-    /// [`AuthorizeError::Input`] when the arguments do not fit the tool's schema,
-    /// [`AuthorizeError::Engine`] when Cedar cannot evaluate the request.
+    /// As [`authorize_json`](Self::authorize_json).
     pub fn authorize(
         &self,
         identity: &Identity,
         tool: &str,
         arguments: Option<&Value>,
     ) -> Result<Outcome, AuthorizeError> {
+        let text = arguments.map(Value::to_string);
+        self.authorize_json(identity, tool, text.as_deref())
+    }
+
+    /// Decides a call of `tool` by `identity` with `arguments` as the client wrote them (JSON
+    /// text, so numbers are typed exactly as written).
+    ///
+    /// # Errors
+    /// [`AuthorizeError::Input`] when the arguments do not fit the tool's schema,
+    /// [`AuthorizeError::Engine`] when Cedar cannot evaluate the request.
+    pub fn authorize_json(
+        &self,
+        identity: &Identity,
+        tool: &str,
+        arguments: Option<&str>,
+    ) -> Result<Outcome, AuthorizeError> {
         let input_type = self.input_type(tool);
-        let context = TypedInput::new(arguments, input_type)?.into_context();
+        let context = TypedInput::from_json(arguments, input_type)?.into_context();
         let sets = self.index.for_tool(tool);
         let model = &self.model;
         let request = Request::new(
@@ -77,10 +107,8 @@ impl Snapshot {
             context,
             None,
         )
-        .map_err(|e| AuthorizeError::Engine(e.to_string()))?;
-        let entities = self
-            .entities(model.principal_entity(identity), tool, sets)
-            .map_err(AuthorizeError::Engine)?;
+        .map_err(|e| EngineError::Request(e.to_string()))?;
+        let entities = self.entities(model.principal_entity(identity), tool, sets)?;
 
         let authorizer = Authorizer::new();
         let response = authorizer.is_authorized(&request, &sets.active, &entities);

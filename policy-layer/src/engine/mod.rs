@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwapOption;
 use cedar_policy::Entities;
 
-pub use authorize::{AuthorizeError, Outcome};
+pub use authorize::{AuthorizeError, EngineError, Outcome};
 pub use index::{PolicyIndex, ToolPolicies};
 pub use partial::{Lister, Listing};
 pub use policies::{
@@ -113,13 +113,19 @@ impl Snapshot {
         principal: Arc<cedar_policy_core::ast::Entity>,
         tool: &str,
         sets: &ToolPolicies,
-    ) -> Result<Entities, String> {
-        if sets.entities.is_empty() {
+    ) -> Result<Entities, EngineError> {
+        let closed;
+        let hierarchy = if sets.entities.is_empty() {
             // A tool no policy names (rare): close its hierarchy now.
-            Closed::new(self.model.action_entities(tool))?.with_leaf(principal)
+            closed =
+                Closed::new(self.model.action_entities(tool)).map_err(EngineError::Entities)?;
+            &closed
         } else {
-            sets.entities.with_leaf(principal)
-        }
+            &sets.entities
+        };
+        hierarchy
+            .with_leaf(principal)
+            .map_err(EngineError::Entities)
     }
 }
 

@@ -2,13 +2,13 @@
 //!
 //! Each tool is evaluated with principal, action and resource known and `context` unknown
 //! (Cedar partial evaluation). Only a definite Deny drops a tool; a permit that depends on
-//! the input keeps it listed, and its calls are decided at call time (SPEC section 5).
+//! the input keeps it listed, and its calls are decided at call time (`docs/request-flow.md`).
 
 use std::sync::Arc;
 
 use cedar_policy::{Authorizer, Decision, EntityUid, Request};
 
-use super::Snapshot;
+use super::{EngineError, Snapshot};
 use crate::auth::Identity;
 
 /// What partial evaluation says of one tool.
@@ -34,8 +34,13 @@ impl Snapshot {
     /// Partially evaluates a call of `tool` by `identity` with the input unknown.
     ///
     /// # Errors
-    /// A message when Cedar cannot build or evaluate the request: the caller fails closed.
-    pub fn partially_authorize(&self, identity: &Identity, tool: &str) -> Result<Listing, String> {
+    /// [`EngineError`] when Cedar cannot build or evaluate the request: the caller fails
+    /// closed.
+    pub fn partially_authorize(
+        &self,
+        identity: &Identity,
+        tool: &str,
+    ) -> Result<Listing, EngineError> {
         self.lister(identity).listing(tool)
     }
 
@@ -64,8 +69,9 @@ impl Lister<'_> {
     /// Partially evaluates a call of `tool` with the input unknown.
     ///
     /// # Errors
-    /// A message when Cedar cannot build or evaluate the request: the caller fails closed.
-    pub fn listing(&self, tool: &str) -> Result<Listing, String> {
+    /// [`EngineError`] when Cedar cannot build or evaluate the request: the caller fails
+    /// closed.
+    pub fn listing(&self, tool: &str) -> Result<Listing, EngineError> {
         let snapshot = self.snapshot;
         let sets = snapshot.index.for_tool(tool);
         if !sets.any_permit {

@@ -1,7 +1,7 @@
 //! Policy sources -> policies with stable ids and enforcement flags.
 //!
 //! Ids come from `@id("...")` or `<file stem>.<index>`; they are unique across the whole set
-//! or loading fails. `@enforcement("LOG_ONLY")` makes a policy a shadow policy (SPEC section 4).
+//! or loading fails. `@enforcement("LOG_ONLY")` makes a policy a shadow policy (`docs/cedar-model.md`).
 
 use std::collections::HashMap;
 use std::fmt;

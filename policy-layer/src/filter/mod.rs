@@ -1,38 +1,38 @@
-//! Response rewriting: tools/list results filtered by PartiallyAuthorizeActions (SPEC section
-//! 5), and local answers merged into the upstream's reply to a batch.
+//! Reply rewriting: every tools/list answer the upstream sends is filtered by
+//! PartiallyAuthorizeActions ([`list`]), wherever it arrives: in the reply to the POST that
+//! asked, in the reply to another request, on the standalone GET stream or a resumed one. An
+//! upstream message is taken for a list answer by what it is (a reply whose `result` has
+//! `tools`), not by which connection carries it or which id it names; a list still pending
+//! when its reply ends fails closed. Local answers (batch denials) are merged in here too.
+//! JSON replies are read whole ([`Rewrite::json_body`]), event streams event by event
+//! ([`sse`]); a reply in a form the filter cannot read never leaves (`docs/threat-model.md`).
 
+pub mod list;
 pub mod sse;
 
-use std::sync::Arc;
-use std::time::Instant;
-
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tracing::field;
 
-use crate::auth::Identity;
-use crate::config::{Mode, Settings};
-use crate::engine::Snapshot;
-use crate::record::{DecisionObserver, ListRecord};
-use crate::response;
+use crate::body::{BoxError, PolicyBody};
+use crate::exchange::Exchange;
+use crate::jsonrpc::same_id;
+use crate::reply::{self, Refusal};
+use sse::SseRewriter;
 
-/// What rewriting an upstream reply needs: the pending tools/list ids and the local answers.
+/// What rewriting an upstream reply needs: the pending tools/list ids, the local answers, and
+/// the request they belong to.
 pub struct Rewrite {
-    /// Ids of tools/list requests whose responses are still to be filtered.
+    /// Ids of tools/list requests whose responses are still to come in this reply.
     pub list_ids: Vec<Value>,
     /// Answers made locally (denials, errors) to merge into the reply.
     pub local_answers: Vec<String>,
     /// Whether the request was a batch.
     pub batch: bool,
-    /// Whether results carry `"resultType":"complete"` (protocol 2026-07-28 and later).
-    pub marked: bool,
-    pub(crate) snapshot: Option<Arc<Snapshot>>,
-    pub(crate) identity: Arc<Identity>,
-    pub(crate) settings: Arc<Settings>,
-    pub(crate) observer: Arc<dyn DecisionObserver>,
-    /// The request span: the parent of `PartiallyAuthorizeActions`, which runs after the
-    /// upstream answered (possibly while its event stream is read).
-    pub(crate) span: tracing::Span,
+    pub(crate) exchange: Exchange,
 }
 
 impl std::fmt::Debug for Rewrite {
@@ -54,38 +54,69 @@ impl Rewrite {
     pub fn for_testing(
         list_ids: Vec<Value>,
         local_answers: Vec<String>,
-        snapshot: Option<Arc<Snapshot>>,
+        snapshot: Option<std::sync::Arc<crate::engine::Snapshot>>,
     ) -> Self {
+        use crate::protocol::session::{SessionLimits, Sessions};
+        use std::sync::Arc;
+        let shared = crate::exchange::Shared {
+            engine: crate::engine::PolicyEngine::new(crate::model::ModelConfig::default()),
+            settings: Arc::new(crate::config::Settings::default()),
+            observer: Arc::new(crate::record::NoObserver),
+            gate: crate::auth::gate::Gate {
+                source: crate::auth::gate::IdentitySource::Extension,
+                metadata: None,
+                public_url: None,
+                proxies: crate::protocol::TrustedProxies::default(),
+            },
+            origins: crate::protocol::origin::Origins::default(),
+            sessions: Arc::new(Sessions::new(SessionLimits {
+                max_sessions: 1,
+                ..SessionLimits::default()
+            })),
+        };
         Self {
             list_ids,
             local_answers,
             batch: false,
-            marked: false,
-            snapshot,
-            identity: Arc::new(Identity::anonymous()),
-            settings: Arc::new(Settings::default()),
-            observer: Arc::new(crate::record::NoObserver),
-            span: tracing::Span::none(),
+            exchange: Exchange {
+                shared: Arc::new(shared),
+                identity: Arc::new(crate::auth::Identity::anonymous()),
+                snapshot,
+                version: crate::protocol::ProtocolVersion::default(),
+                span: tracing::Span::none(),
+            },
         }
     }
 }
 
+/// Whether a message's text may hold a tools/list answer: it names `tools`, or hides a name
+/// behind a `\u` escape. Anything else passes without being parsed.
+fn may_list(text: &str) -> bool {
+    text.contains("tools") || text.contains("\\u")
+}
+
 impl Rewrite {
-    /// Whether anything needs rewriting.
-    #[must_use]
-    pub fn is_needed(&self) -> bool {
-        !self.list_ids.is_empty() || !self.local_answers.is_empty()
+    /// A rewrite of a reply that answers no request of its own (a GET stream): only list
+    /// answers found in it are filtered.
+    pub(crate) fn stream(exchange: Exchange) -> Self {
+        Self {
+            list_ids: Vec::new(),
+            local_answers: Vec::new(),
+            batch: false,
+            exchange,
+        }
     }
 
-    /// Rewrites one upstream JSON-RPC message (as text) if a client could take it for the
-    /// answer to a pending list; a batch (an array, which MCP 2025-03-26 allowed in an SSE
-    /// event) element by element. Returns `None` when the message passes unchanged.
+    /// Rewrites one upstream JSON-RPC message (as text) if a client could take it for a
+    /// tools/list answer; a batch (an array, which MCP 2025-03-26 allowed in an SSE event)
+    /// element by element. Returns `None` when the message passes unchanged.
     pub fn message(&mut self, text: &str) -> Option<String> {
-        if self.list_ids.is_empty() {
+        if self.list_ids.is_empty() && !may_list(text) {
             return None;
         }
         let Ok(mut value) = serde_json::from_str::<Value>(text) else {
-            return Some(self.fail_pending());
+            // No client reads an answer from it; a list still waiting for one fails closed.
+            return self.fail_pending();
         };
         let Value::Array(items) = &mut value else {
             return self.answer(&mut value);
@@ -102,75 +133,94 @@ impl Rewrite {
         changed.then(|| format!("[{}]", items.join(",")))
     }
 
-    /// Filters `message` if a client could take it for the answer to a pending list. Only a
-    /// response (`result` or `error`, no `method`) with the list's own id settles the list: a
-    /// server's request that happens to reuse the id (`ping`, sampling) never does. A reply a
-    /// client might still match (`1.0` for `1`, or a `method` beside a `result`) is filtered
-    /// as well, but the list stays pending.
+    /// Filters `message` if a client could take it for a tools/list answer: a reply
+    /// (`result` or `error`) whose `result` has `tools`, or that carries the id of a pending
+    /// list. Only a response (no `method`) with a pending list's own id settles that list: a
+    /// server's request that reuses the id (`ping`, sampling) never does, and a reply a client
+    /// might still match (`1.0` for `1`, or a `method` beside a `result`) is filtered while the
+    /// list stays pending.
     fn answer(&mut self, message: &mut Value) -> Option<String> {
         if message.get("result").is_none() && message.get("error").is_none() {
             return None;
         }
-        let id = message.get("id")?;
-        let exact = message
-            .get("method")
-            .is_none()
-            .then(|| self.list_ids.iter().position(|l| l == id))
-            .flatten();
-        if let Some(pos) = exact {
+        let id = message.get("id").cloned().unwrap_or(Value::Null);
+        if message.get("method").is_none()
+            && let Some(pos) = self.list_ids.iter().position(|l| *l == id)
+        {
             let id = self.list_ids.swap_remove(pos);
-            return Some(self.filter_list(id, message));
+            return Some(self.filter_list(&id, message));
         }
-        let id = self.list_ids.iter().find(|l| same_id(l, id))?.clone();
-        Some(self.filter_list(id, message))
+        if let Some(pending) = self.list_ids.iter().find(|l| same_id(l, &id)).cloned() {
+            return Some(self.filter_list(&pending, message));
+        }
+        let lists = message
+            .get("result")
+            .and_then(|r| r.get("tools"))
+            .is_some_and(Value::is_array);
+        lists.then(|| self.filter_list(&id, message))
     }
 
-    /// Rewrites a whole JSON body (one message or a batch) and merges the local answers.
+    /// Rewrites a whole JSON body (one message or a batch) and merges the local answers;
+    /// `None` when it passes exactly as it came.
+    ///
     /// With `complete`, the body is a success reply that must answer every pending list: a
     /// body that cannot be decoded, or that leaves a list unanswered, fails those lists closed.
     /// Without it (an upstream error reply), lists it does not answer are left unanswered.
-    pub fn json_body(&mut self, body: &[u8], complete: bool) -> bytes::Bytes {
-        let text = std::str::from_utf8(body).ok();
+    pub fn json_body(&mut self, body: &[u8], complete: bool) -> Option<Bytes> {
+        // As a client decodes the body: bytes that are not UTF-8 read as U+FFFD.
+        let decoded = String::from_utf8_lossy(body);
+        let text = Some(decoded.trim()).filter(|t| !t.is_empty());
         let mut out: Vec<String> = Vec::new();
-        match text.map(|t| serde_json::from_str::<Vec<&RawValue>>(t.trim())) {
-            Some(Ok(items)) => {
+        let mut changed = false;
+        match text.map(|t| (t, serde_json::from_str::<Vec<&RawValue>>(t))) {
+            Some((_, Ok(items))) => {
                 for item in items {
                     let text = item.get();
-                    out.push(self.message(text).unwrap_or_else(|| text.to_owned()));
+                    let rewritten = self.message(text);
+                    changed |= rewritten.is_some();
+                    out.push(rewritten.unwrap_or_else(|| text.to_owned()));
                 }
             }
-            _ => match text.filter(|t| !t.trim().is_empty()) {
-                Some(t) if serde_json::from_str::<&RawValue>(t.trim()).is_ok() => {
-                    out.push(
-                        self.message(t.trim())
-                            .unwrap_or_else(|| t.trim().to_owned()),
-                    );
-                }
-                Some(_) | None if complete && !self.list_ids.is_empty() => {
-                    out.push(self.fail_pending());
-                }
-                // An error reply we cannot read is passed on as it came.
-                Some(t) if !complete => out.push(t.to_owned()),
-                _ => {}
-            },
+            Some((t, Err(_))) if serde_json::from_str::<&RawValue>(t).is_ok() => {
+                let rewritten = self.message(t);
+                changed |= rewritten.is_some();
+                out.push(rewritten.unwrap_or_else(|| t.to_owned()));
+            }
+            // Not JSON: no client reads a message from it.
+            _ if self.list_ids.is_empty() && self.local_answers.is_empty() => return None,
+            Some(_) | None if complete && !self.list_ids.is_empty() => {
+                out.push(self.fail_pending().unwrap_or_default());
+                changed = true;
+            }
+            // An error reply we cannot read is passed on as it came.
+            Some((t, _)) if !complete => out.push(t.to_owned()),
+            _ => changed = true,
         }
         if complete && !self.list_ids.is_empty() {
             // The upstream never answered a list it was asked for: fail it closed too.
-            out.push(self.fail_pending());
+            out.extend(self.fail_pending());
+            changed = true;
         }
         self.list_ids.clear();
+        changed |= !self.local_answers.is_empty();
+        if !changed {
+            return None;
+        }
         out.append(&mut self.local_answers);
-        response::join(&out, self.batch || out.len() > 1)
+        Some(reply::join(&out, self.batch || out.len() > 1))
     }
 
-    /// Answers every pending list with the list failure (an undecodable event or body).
-    pub fn fail_pending(&mut self) -> String {
+    /// Answers every pending list with the list failure (an undecodable event or body);
+    /// `None` when none is pending.
+    pub fn fail_pending(&mut self) -> Option<String> {
+        if self.list_ids.is_empty() {
+            return None;
+        }
+        let marking = self.exchange.marking();
         let answers: Vec<String> = self
             .list_ids
             .drain(..)
-            .map(|id| {
-                response::tool_error(&id, response::LIST_EVALUATION_FAILED, None, self.marked)
-            })
+            .map(|id| reply::list_failed(&id, marking))
             .collect();
         self.observe_list(
             String::new(),
@@ -180,110 +230,81 @@ impl Rewrite {
             std::time::Duration::ZERO,
         );
         tracing::warn!("tools/list reply could not be decoded; failing closed");
-        if answers.len() == 1 {
+        Some(if answers.len() == 1 {
             answers.into_iter().next().unwrap_or_default()
         } else {
             format!("[{}]", answers.join(","))
-        }
-    }
-
-    fn filter_list(&self, id: Value, message: &mut Value) -> String {
-        let started = Instant::now();
-        let settings = &self.settings;
-        let span = tracing::info_span!(
-            parent: &self.span,
-            "PartiallyAuthorizeActions",
-            otel.kind = "internal",
-            policy.engine = %settings.engine_name,
-            policy.mode = settings.mode.as_str(),
-            enduser.id = field::Empty,
-            policy.allowed_tools = field::Empty,
-            policy.denied_tools = field::Empty,
-            policy.allowed_tools.count = field::Empty,
-            policy.denied_tools.count = field::Empty,
-            policy.errors = field::Empty,
-        );
-        let _entered = span.enter();
-        let Some(snapshot) = &self.snapshot else {
-            span.record("policy.errors", "no usable policy set");
-            return response::tool_error(&id, response::LIST_EVALUATION_FAILED, None, self.marked);
-        };
-        let principal = snapshot.model().principal_uid(&self.identity).to_string();
-        span.record("enduser.id", principal.as_str());
-        let Some(tools) = message
-            .get_mut("result")
-            .and_then(|r| r.get_mut("tools"))
-            .and_then(Value::as_array_mut)
-        else {
-            // An error reply, or no tools: nothing to filter.
-            return message.to_string();
-        };
-        let mut allowed = Vec::with_capacity(tools.len());
-        let mut denied = Vec::new();
-        let mut keep = Vec::with_capacity(tools.len());
-        let lister = snapshot.lister(&self.identity);
-        for tool in tools.iter() {
-            let Some(name) = tool.get("name").and_then(Value::as_str) else {
-                keep.push(false);
-                continue;
-            };
-            match lister.listing(name) {
-                Ok(listing) if listing.listed() => {
-                    allowed.push(name.to_owned());
-                    keep.push(true);
-                }
-                Ok(_) => {
-                    denied.push(name.to_owned());
-                    keep.push(settings.mode == Mode::LogOnly);
-                }
-                Err(e) => {
-                    span.record("policy.errors", e.as_str());
-                    self.observe_list(principal, allowed, denied, Some(e), started.elapsed());
-                    return response::tool_error(
-                        &id,
-                        response::LIST_EVALUATION_FAILED,
-                        None,
-                        self.marked,
-                    );
-                }
-            }
-        }
-        let mut flags = keep.into_iter();
-        tools.retain(|_| flags.next().unwrap_or(false));
-        span.record("policy.allowed_tools", allowed.join(",").as_str());
-        span.record("policy.denied_tools", denied.join(",").as_str());
-        span.record("policy.allowed_tools.count", allowed.len());
-        span.record("policy.denied_tools.count", denied.len());
-        self.observe_list(principal, allowed, denied, None, started.elapsed());
-        message.to_string()
-    }
-
-    /// Hands one list record to the observer.
-    fn observe_list(
-        &self,
-        principal: String,
-        allowed: Vec<String>,
-        denied: Vec<String>,
-        error: Option<String>,
-        latency: std::time::Duration,
-    ) {
-        self.observer.on_list(&ListRecord {
-            engine: &self.settings.engine_name,
-            mode: self.settings.mode,
-            principal,
-            allowed,
-            denied,
-            error,
-            latency,
-        });
+        })
     }
 }
 
-/// Whether a client could match reply id `b` to request id `a`: JavaScript (and Python)
-/// compare numbers by value, so `1.0` answers `1`.
-fn same_id(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        _ => a == b,
+/// Rewrites the inner service's reply: every list answer in it filtered, pending lists
+/// answered, local answers merged. A reply the filter cannot read (compressed, or a JSON body
+/// over `max_list_bytes`) is refused with 502.
+pub(crate) async fn rewrite<B>(reply: Response<B>, mut rewrite: Rewrite) -> Response<PolicyBody<B>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let max = rewrite.exchange.settings().max_list_bytes;
+    let (mut parts, body) = reply.into_parts();
+    if let Some(encoding) = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| {
+            String::from_utf8_lossy(v.as_bytes())
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .filter(|e| e != "identity")
+    {
+        rewrite.fail_pending();
+        return Refusal::UnreadableUpstream(encoding).into_response();
     }
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("text/event-stream") {
+        parts.headers.remove(header::CONTENT_LENGTH);
+        let rewriter = Box::new(SseRewriter::new(rewrite, max));
+        return Response::from_parts(
+            parts,
+            PolicyBody::Sse {
+                body,
+                rewriter,
+                done: false,
+            },
+        );
+    }
+    let success = parts.status.is_success();
+    let json = content_type.starts_with("application/json");
+    if !success && !json {
+        // An upstream (or proxy) error that is not JSON-RPC: it answers nothing, pass it on.
+        return Response::from_parts(parts, PolicyBody::Inner { body });
+    }
+    let bytes = match Limited::new(body, max).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => {
+            rewrite.fail_pending();
+            tracing::warn!(limit = max, "upstream reply too large to check; refused");
+            return Refusal::UpstreamTooLarge(max).into_response();
+        }
+    };
+    // A success body that is neither JSON nor an event stream is read as JSON all the same
+    // (a lenient client might), and what is pending is answered.
+    let Some(body) = rewrite.json_body(&bytes, success) else {
+        return Response::from_parts(parts, PolicyBody::full(bytes));
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if parts.status == StatusCode::ACCEPTED {
+        parts.status = StatusCode::OK;
+    }
+    Response::from_parts(parts, PolicyBody::full(body))
 }

@@ -1,6 +1,7 @@
-//! A `text/event-stream` rewriter: only the event carrying a pending tools/list response is
-//! rewritten; every other event passes through byte for byte, as soon as it is complete; once
-//! nothing is pending, chunks pass through as they arrive.
+//! A `text/event-stream` rewriter: an event a client could take for a tools/list answer is
+//! rewritten (filtered); every other event passes through byte for byte, as soon as it is
+//! complete. Every event is read whole before it leaves, so none is longer than the limit: a
+//! longer one ends the stream (fail closed), the pending lists answered with the failure.
 //!
 //! Hand-written rather than an SSE crate's parser, because passing foreign events through
 //! byte-exact needs the raw event text, which parsers discard.
@@ -46,15 +47,11 @@ impl SseRewriter {
     ///
     /// # Errors
     /// [`EventTooLarge`] when an event, with the blank line that ends it, is longer than the
-    /// limit while a list is pending (an incomplete one as soon as it cannot fit, so the
-    /// outcome does not depend on how the stream is split into chunks); the pending lists
-    /// have then been answered with the failure in `out`.
+    /// limit (an incomplete one as soon as it cannot fit, so the outcome does not depend on
+    /// how the stream is split into chunks); the pending lists have then been answered with
+    /// the failure in `out`.
     pub fn feed(&mut self, chunk: Bytes) -> Result<Bytes, (Bytes, EventTooLarge)> {
         let mut out = self.start();
-        if !self.pending() && self.buf.is_empty() {
-            out.extend_from_slice(&chunk);
-            return Ok(out.freeze());
-        }
         self.buf.extend_from_slice(&chunk);
         let rest = loop {
             let (end, sep) = match find_boundary(&self.buf) {
@@ -62,18 +59,12 @@ impl SseRewriter {
                 incomplete => break incomplete,
             };
             let event = self.buf.split_to(end + sep).freeze();
-            if !self.pending() {
-                out.extend_from_slice(&event);
-            } else if event.len() > self.max_event_bytes {
+            if event.len() > self.max_event_bytes {
                 return Err(self.too_large(out));
-            } else {
-                self.event(&event[..end], &event[end..], &mut out);
             }
+            self.event(&event[..end], &event[end..], &mut out);
         };
-        if !self.pending() {
-            out.extend_from_slice(&self.buf);
-            self.buf.clear();
-        } else if self.buf.len() > self.max_event_bytes
+        if self.buf.len() > self.max_event_bytes
             || (rest == Boundary::Incomplete && self.buf.len() == self.max_event_bytes)
         {
             // The shortest event these bytes can start is already too long: as they are, if
@@ -85,26 +76,28 @@ impl SseRewriter {
 
     /// Answers the pending lists with the failure and drops what is buffered.
     fn too_large(&mut self, mut out: BytesMut) -> (Bytes, EventTooLarge) {
-        let failure = self.rewrite.fail_pending();
-        push_event(&mut out, &[], &failure, b"\n\n");
+        if let Some(failure) = self.rewrite.fail_pending() {
+            push_event(&mut out, &[], &failure, b"\n\n");
+        }
         self.buf.clear();
         (out.freeze(), EventTooLarge(self.max_event_bytes))
     }
 
-    /// The stream ended: flush what is left; lists still pending fail closed.
+    /// The stream ended: flush what is left; lists still pending fail closed. An unterminated
+    /// last event, which a conforming client drops, passes as it came unless it may hold a
+    /// list answer (a lenient client might read it): then it is filtered and ended.
     #[must_use]
     pub fn finish(&mut self) -> Bytes {
         let mut out = self.start();
         if !self.buf.is_empty() {
             let rest = self.buf.split().freeze();
-            if self.pending() {
+            if self.pending() || may_list(&rest) {
                 self.event(&rest, b"", &mut out);
             } else {
                 out.extend_from_slice(&rest);
             }
         }
-        if self.pending() {
-            let failure = self.rewrite.fail_pending();
+        if let Some(failure) = self.rewrite.fail_pending() {
             push_event(&mut out, &[], &failure, b"\n\n");
         }
         out.freeze()
@@ -132,6 +125,14 @@ impl SseRewriter {
             event.strip_prefix(BOM).unwrap_or(event)
         };
         self.sent = true;
+        // The stream ended inside this event (`finish`): end it here, or the failure that
+        // follows for a list still pending would run into its last line and be lost.
+        let sep = if sep.is_empty() { b"\n\n" } else { sep };
+        if !self.pending() && !may_list(text) {
+            out.extend_from_slice(event);
+            out.extend_from_slice(sep);
+            return;
+        }
         let mut data = String::new();
         let mut others: Vec<&[u8]> = Vec::new();
         let mut has_data = false;
@@ -142,19 +143,13 @@ impl SseRewriter {
                     data.push('\n');
                 }
                 has_data = true;
+                // As a client decodes the stream: bytes that are not UTF-8 read as U+FFFD
+                // (which is never part of JSON's structure), and the message is checked so.
                 data.push_str(&String::from_utf8_lossy(value));
-                if std::str::from_utf8(value).is_err() {
-                    // Not UTF-8: cannot be a JSON-RPC message we could check.
-                    data.clear();
-                    data.push('\u{fffd}');
-                }
             } else if !line.is_empty() {
                 others.push(line);
             }
         }
-        // The stream ended inside this event (`finish`): end it here, or the failure that
-        // follows for a list still pending would run into its last line and be lost.
-        let sep = if sep.is_empty() { b"\n\n" } else { sep };
         if !has_data || data.trim().is_empty() {
             out.extend_from_slice(event);
             out.extend_from_slice(sep);
@@ -168,6 +163,12 @@ impl SseRewriter {
             }
         }
     }
+}
+
+/// Whether an event's bytes may hold a tools/list answer (see [`super::may_list`]), read as
+/// a client decodes them.
+fn may_list(event: &[u8]) -> bool {
+    super::may_list(&String::from_utf8_lossy(event))
 }
 
 fn push_event(out: &mut BytesMut, others: &[&[u8]], data: &str, sep: &[u8]) {
@@ -438,5 +439,68 @@ mod tests {
         let big = format!("data: {}", "x".repeat(2048));
         let err = r.feed(Bytes::from(big)).expect_err("too large");
         assert!(String::from_utf8_lossy(&err.0).contains("failed for list tools"));
+    }
+
+    fn guarded() -> SseRewriter {
+        use crate::engine::{PolicyEngine, PolicySource};
+        let model = crate::model::ModelConfig {
+            target: "T".into(),
+            gateway_id: "g".into(),
+            ..crate::model::ModelConfig::default()
+        };
+        let policies = r#"permit(principal, action, resource);
+            forbid(principal, action == AgentCore::Action::"T___secret", resource);"#;
+        let engine = PolicyEngine::from_sources(model, &[PolicySource::new("p.cedar", policies)])
+            .expect("policies");
+        SseRewriter::new(
+            Rewrite::for_testing(Vec::new(), Vec::new(), engine.snapshot()),
+            1024,
+        )
+    }
+
+    #[test]
+    fn a_list_answer_nobody_is_waiting_for_is_filtered_too() {
+        // A resumed or standalone stream: the upstream replays a list answer for an id this
+        // request never sent.
+        let out = feed_all(&mut guarded(), &["id: 9\ndata: ", SECRET_LIST, "\n\n"]);
+        assert!(!out.contains("secret"), "{out:?}");
+        assert!(out.starts_with("id: 9\ndata: {"), "{out:?}");
+    }
+
+    #[test]
+    fn a_key_hidden_behind_an_escape_is_read_as_a_client_reads_it() {
+        let hidden = SECRET_LIST.replace("\"tools\"", "\"tool\\u0073\"");
+        let out = feed_all(&mut guarded(), &["data: ", &hidden, "\n\n"]);
+        assert!(!out.contains("secret"), "{out:?}");
+    }
+
+    #[test]
+    fn other_events_pass_byte_for_byte() {
+        let events = "event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n: ping\n\n";
+        assert_eq!(feed_all(&mut guarded(), &[events]), events);
+    }
+
+    #[test]
+    fn an_oversized_event_ends_the_stream_though_nothing_is_pending() {
+        let mut r = guarded();
+        let big = format!("data: {}\n\n", "x".repeat(2048));
+        let (out, _) = r.feed(Bytes::from(big)).expect_err("too large");
+        assert!(
+            out.is_empty(),
+            "nothing of an event that cannot be checked leaves"
+        );
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_read_as_a_client_decodes_them() {
+        // Found by the `sse` fuzz target: a list answer with a stray byte in a key used to
+        // pass unchecked, while a client decoding with replacement characters read the list.
+        let mut event = b"data: {\"jsonrpc\":\"2.0\",\"x\xff\":1,\"id\":1,\"result\":".to_vec();
+        event.extend_from_slice(br#"{"tools":[{"name":"secret"}]}}"#);
+        event.extend_from_slice(b"\n\n");
+        let mut r = guarded();
+        let mut out = r.feed(Bytes::from(event)).expect("fits").to_vec();
+        out.extend_from_slice(&r.finish());
+        assert!(!String::from_utf8_lossy(&out).contains("secret"), "{out:?}");
     }
 }

@@ -1,25 +1,29 @@
 //! `context.input`: tools/call arguments typed by the tool's inputSchema, built directly as
 //! Cedar values (no JSON printed for Cedar to parse again).
 //!
-//! A JSON `number` field accepts both `500` and `500.0` (AgentCore rejects `500`); a value
-//! Cedar cannot hold exactly is an error, never silently rounded.
+//! Typing reads the arguments' JSON *text*, so a number is the number the client wrote: a
+//! `number` field accepts both `500` and `500.0` (AgentCore rejects `500`), and a value Cedar
+//! cannot hold exactly (`1000.00000000000000001` has more than four fraction digits) is an
+//! error, never a silently rounded float (`docs/cedar-model.md`).
 
-use std::fmt::Write as _;
-
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::{self, Write as _};
 
 use cedar_policy::Context;
 use cedar_policy_core::ast::Value as CedarValue;
-use serde_json::{Map, Number, Value};
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
 use smol_str::SmolStr;
 
 use super::tools::{InputType, RecordType};
 use super::values;
 
 /// Cedar `decimal` has four fraction digits over an `i64`.
-const DECIMAL_FRACTION_DIGITS: usize = 4;
-/// More significant digits than this cannot be told apart from a rounded `f64`.
-const MAX_EXACT_DIGITS: usize = 15;
+const DECIMAL_FRACTION_DIGITS: u32 = 4;
+/// The largest `|value| * 10^4` a Cedar decimal holds.
+const DECIMAL_MAX_UNITS: i128 = i64::MAX as i128;
 
 /// Arguments that do not fit the tool's input schema, with where and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,25 +40,36 @@ pub struct InputError {
 pub struct TypedInput(CedarValue);
 
 impl TypedInput {
-    /// Types `arguments` (the tools/call `arguments` object; `None` when absent) by `ty`.
+    /// Types `arguments`, the tools/call `arguments` as the client wrote them (`None` when
+    /// absent), by `ty`.
     ///
     /// # Errors
     /// [`InputError`] naming the first value that does not fit.
-    pub fn new(arguments: Option<&Value>, ty: &InputType) -> Result<Self, InputError> {
+    pub fn from_json(arguments: Option<&str>, ty: &InputType) -> Result<Self, InputError> {
         let mut path = String::from("input");
-        let empty = Value::Object(Map::new());
-        let arguments = arguments.unwrap_or(&empty);
-        if !arguments.is_object() {
+        let text = arguments.unwrap_or("{}");
+        let raw: &RawValue = serde_json::from_str(text).map_err(|e| err(&path, e.to_string()))?;
+        if !raw.get().starts_with('{') {
             return Err(InputError {
                 path,
-                problem: format!("arguments must be an object, got {}", kind(arguments)),
+                problem: format!("arguments must be an object, got {}", kind(raw.get())),
             });
         }
         let ty = match ty {
             InputType::Untyped | InputType::Record(_) => ty,
             _ => &InputType::Untyped,
         };
-        to_cedar(arguments, ty, &mut path).map(Self)
+        to_cedar(raw.get(), ty, &mut path).map(Self)
+    }
+
+    /// Types `arguments` given as a parsed value (policy test cases, tools): the same as
+    /// [`from_json`](Self::from_json) of its JSON text.
+    ///
+    /// # Errors
+    /// [`InputError`] naming the first value that does not fit.
+    pub fn new(arguments: Option<&Value>, ty: &InputType) -> Result<Self, InputError> {
+        let text = arguments.map(Value::to_string);
+        Self::from_json(text.as_deref(), ty)
     }
 
     /// The Cedar context `{ input: ... }`.
@@ -64,51 +79,67 @@ impl TypedInput {
     }
 }
 
-fn to_cedar(value: &Value, ty: &InputType, path: &mut String) -> Result<CedarValue, InputError> {
-    match (ty, value) {
-        (InputType::String | InputType::Untyped, Value::String(s)) => Ok(values::string(s)),
-        (InputType::Bool | InputType::Untyped, Value::Bool(b)) => Ok(values::boolean(*b)),
-        (InputType::Long, Value::Number(n)) => long(n).map(values::long).map_err(|p| err(path, p)),
-        (InputType::Decimal, Value::Number(n)) => decimal(n)
+/// Types one JSON value, given as its text.
+fn to_cedar(text: &str, ty: &InputType, path: &mut String) -> Result<CedarValue, InputError> {
+    let fail = |path: &str, e: serde_json::Error| err(path, e.to_string());
+    match (ty, text.as_bytes().first()) {
+        (InputType::String | InputType::Untyped, Some(b'"')) => {
+            let s: Cow<'_, str> = serde_json::from_str(text).map_err(|e| fail(path, e))?;
+            Ok(values::string(&s))
+        }
+        (InputType::Bool | InputType::Untyped, Some(b't')) => Ok(values::boolean(true)),
+        (InputType::Bool | InputType::Untyped, Some(b'f')) => Ok(values::boolean(false)),
+        (InputType::Long, Some(b'-' | b'0'..=b'9')) => {
+            long(text).map(values::long).map_err(|p| err(path, p))
+        }
+        (InputType::Decimal, Some(b'-' | b'0'..=b'9')) => decimal(text)
             .and_then(|t| values::decimal(&t))
             .map_err(|p| err(path, p)),
-        (InputType::Untyped, Value::Number(n)) => if n.is_f64() {
-            decimal(n).and_then(|t| values::decimal(&t))
+        (InputType::Untyped, Some(b'-' | b'0'..=b'9')) => if text.contains(['.', 'e', 'E']) {
+            decimal(text).and_then(|t| values::decimal(&t))
         } else {
-            long(n).map(values::long)
+            long(text).map(values::long)
         }
         .map_err(|p| err(path, p)),
-        (InputType::Set(item), Value::Array(items)) => set(items, item, path),
-        (InputType::Untyped, Value::Array(items)) => set(items, &InputType::Untyped, path),
-        (InputType::Record(record), Value::Object(map)) => self::record(map, Some(record), path),
-        (InputType::Untyped, Value::Object(map)) => self::record(map, None, path),
-        (ty, value) => Err(err(
+        (InputType::Set(item), Some(b'[')) => set(text, item, path),
+        (InputType::Untyped, Some(b'[')) => set(text, &InputType::Untyped, path),
+        (InputType::Record(record), Some(b'{')) => self::record(text, Some(record), path),
+        (InputType::Untyped, Some(b'{')) => self::record(text, None, path),
+        (ty, _) => Err(err(
             path,
-            format!("expected {}, got {}", expected(ty), kind(value)),
+            format!("expected {}, got {}", expected(ty), kind(text)),
         )),
     }
 }
 
-fn set(items: &[Value], item: &InputType, path: &mut String) -> Result<CedarValue, InputError> {
+fn set(text: &str, item: &InputType, path: &mut String) -> Result<CedarValue, InputError> {
+    let items: Vec<&RawValue> = serde_json::from_str(text).map_err(|e| err(path, e.to_string()))?;
     let mut out = Vec::with_capacity(items.len());
     for (i, v) in items.iter().enumerate() {
         let len = path.len();
         let _ = write!(path, "[{i}]");
-        out.push(to_cedar(v, item, path)?);
+        out.push(to_cedar(v.get(), item, path)?);
         path.truncate(len);
     }
     Ok(values::set(out))
 }
 
 fn record(
-    map: &Map<String, Value>,
+    text: &str,
     declared: Option<&RecordType>,
     path: &mut String,
 ) -> Result<CedarValue, InputError> {
+    let entries = Entries::parse(text).map_err(|e| err(path, e.to_string()))?;
+    let present = |name: &str| {
+        entries
+            .0
+            .iter()
+            .any(|(key, value)| key == name && value.get() != "null")
+    };
     if let Some(missing) = declared.and_then(|d| {
         d.attributes
             .iter()
-            .find(|a| a.required && map.get(&a.name).is_none_or(Value::is_null))
+            .find(|a| a.required && !present(&a.name))
     }) {
         return Err(err(
             path,
@@ -116,8 +147,8 @@ fn record(
         ));
     }
     let mut fields = BTreeMap::new();
-    for (name, v) in map {
-        if v.is_null() {
+    for (name, v) in &entries.0 {
+        if v.get() == "null" {
             continue; // an absent optional attribute
         }
         let ty = declared
@@ -126,70 +157,154 @@ fn record(
         let len = path.len();
         path.push('.');
         path.push_str(name);
-        fields.insert(SmolStr::new(name), to_cedar(v, ty, path)?);
+        fields.insert(SmolStr::new(name), to_cedar(v.get(), ty, path)?);
         path.truncate(len);
     }
     Ok(values::record(fields))
 }
 
-fn long(n: &Number) -> Result<i64, String> {
-    if let Some(i) = n.as_i64() {
-        return Ok(i);
-    }
-    if n.is_u64() {
-        return Err(format!("{n} is out of range for a Long"));
-    }
-    match n.as_f64() {
-        #[allow(clippy::cast_possible_truncation, clippy::cast_precision_loss)]
-        Some(f) if f.fract() == 0.0 && f.abs() < 9.007_199_254_740_992e15 => Ok(f as i64),
-        Some(f) if f.fract() == 0.0 => Err(format!("{n} is out of range for an exact Long")),
-        _ => Err(format!("expected an integer, got {n}")),
+/// An object's entries in document order, each value as its raw text. (Keys were already
+/// checked for repeats by the strict parse of the request.)
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Entries<'a> {
+    fn parse(text: &'a str) -> Result<Self, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        (&mut de).deserialize_map(EntriesVisitor)
     }
 }
 
-/// The Cedar `decimal` literal for a JSON number: `500` -> `"500.0"`, `999.99` -> `"999.99"`.
-fn decimal(n: &Number) -> Result<String, String> {
-    let text = if let Some(i) = n.as_i64() {
-        format!("{i}.0")
-    } else if n.is_u64() {
-        return Err(format!("{n} is out of range for a decimal"));
+struct EntriesVisitor;
+
+impl<'de> Visitor<'de> for EntriesVisitor {
+    type Value = Entries<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(key) = access.next_key::<Cow<'de, str>>()? {
+            entries.push((key, access.next_value::<&'de RawValue>()?));
+        }
+        Ok(Entries(entries))
+    }
+}
+
+/// A JSON number literal, exactly: `digits * 10^exponent`, `digits` without leading zeros.
+#[derive(Debug, PartialEq, Eq)]
+struct Exact {
+    negative: bool,
+    /// The significant digits, trailing zeros moved into `exponent`; empty for zero.
+    digits: String,
+    exponent: i64,
+}
+
+impl Exact {
+    /// Reads a JSON number literal (the grammar was checked by the JSON parse).
+    fn parse(text: &str) -> Result<Self, String> {
+        let (negative, rest) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, "0"),
+        };
+        let exponent: i64 = exponent
+            .trim_start_matches('+')
+            .parse()
+            .map_err(|_| format!("{text} is out of range"))?;
+        let (int_part, frac_part) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        if int_part.is_empty()
+            || !(int_part.bytes().chain(frac_part.bytes())).all(|b| b.is_ascii_digit())
+        {
+            return Err(format!("{text} is not a number"));
+        }
+        let mut digits: String = int_part.chars().chain(frac_part.chars()).collect();
+        let frac_len =
+            i64::try_from(frac_part.len()).map_err(|_| format!("{text} is out of range"))?;
+        let mut exponent = exponent
+            .checked_sub(frac_len)
+            .ok_or_else(|| format!("{text} is out of range"))?;
+        let trailing = digits.len() - digits.trim_end_matches('0').len();
+        digits.truncate(digits.len() - trailing);
+        exponent = exponent.saturating_add(i64::try_from(trailing).unwrap_or(i64::MAX));
+        let digits = digits.trim_start_matches('0').to_owned();
+        if digits.is_empty() {
+            exponent = 0;
+        }
+        Ok(Self {
+            negative,
+            digits,
+            exponent,
+        })
+    }
+
+    /// The value times `10^scale`, when that is a whole number within `limit`.
+    fn scaled(&self, scale: u32, limit: i128) -> Option<i128> {
+        let shift = self.exponent.checked_add(i64::from(scale))?;
+        if shift < 0 {
+            return None;
+        }
+        let mut value: i128 = 0;
+        for d in self.digits.bytes() {
+            value = value.checked_mul(10)?.checked_add(i128::from(d - b'0'))?;
+            if value > limit {
+                return None;
+            }
+        }
+        for _ in 0..shift {
+            value = value.checked_mul(10)?;
+            if value > limit {
+                return None;
+            }
+        }
+        Some(if self.negative { -value } else { value })
+    }
+}
+
+/// A Long from a JSON number literal: a whole number within `i64` (`5.0` and `5e0` are 5).
+fn long(text: &str) -> Result<i64, String> {
+    let exact = Exact::parse(text)?;
+    if !exact.digits.is_empty() && exact.exponent < 0 {
+        return Err(format!("expected an integer, got {text}"));
+    }
+    // `i64::MIN` is one beyond `i64::MAX` in magnitude.
+    let limit = if exact.negative {
+        i128::from(i64::MAX) + 1
     } else {
-        let f = n.as_f64().unwrap_or(f64::NAN);
-        if !f.is_finite() {
-            return Err(format!("{n} is not a finite number"));
-        }
-        // `Display` for f64 is the shortest text that reads back to the same f64, never
-        // in exponent form, so it is the number the client wrote whenever that is exact.
-        let mut s = f.to_string();
-        if !s.contains('.') {
-            s.push_str(".0");
-        }
-        s
+        i128::from(i64::MAX)
     };
-    let (int_part, frac_part) = text.split_once('.').unwrap_or((&text, "0"));
-    if frac_part.len() > DECIMAL_FRACTION_DIGITS {
+    exact
+        .scaled(0, limit)
+        .and_then(|v| i64::try_from(v).ok())
+        .ok_or_else(|| format!("{text} is out of range for a Long"))
+}
+
+/// The Cedar `decimal` literal for a JSON number literal: `500` -> `"500.0"`, `999.990` ->
+/// `"999.99"`; at most four fraction digits as written (trailing zeros aside).
+fn decimal(text: &str) -> Result<String, String> {
+    let exact = Exact::parse(text)?;
+    if exact.exponent < -i64::from(DECIMAL_FRACTION_DIGITS) {
         return Err(format!(
-            "{n} has more than {DECIMAL_FRACTION_DIGITS} fraction digits, which a decimal cannot hold"
+            "{text} has more than {DECIMAL_FRACTION_DIGITS} fraction digits, which a decimal cannot hold"
         ));
     }
-    let digits = int_part
-        .trim_start_matches('-')
-        .trim_start_matches('0')
-        .len()
-        + frac_part.trim_end_matches('0').len();
-    if digits > MAX_EXACT_DIGITS {
-        return Err(format!(
-            "{n} has more significant digits than can be checked exactly"
-        ));
-    }
-    // i64 / 10^4: |value| < 922337203685477.5807.
-    let int_value: i128 = int_part
-        .parse()
-        .map_err(|_| format!("{n} is not a decimal"))?;
-    if int_value.abs() > 922_337_203_685_476 {
-        return Err(format!("{n} is out of range for a decimal"));
-    }
-    Ok(text)
+    let limit = DECIMAL_MAX_UNITS + i128::from(exact.negative);
+    let units = exact
+        .scaled(DECIMAL_FRACTION_DIGITS, limit)
+        .ok_or_else(|| format!("{text} is out of range for a decimal"))?;
+    let scale = 10_i128.pow(DECIMAL_FRACTION_DIGITS);
+    let sign = if units < 0 { "-" } else { "" };
+    let (int_part, frac_part) = (units.abs() / scale, units.abs() % scale);
+    let frac = format!("{frac_part:04}");
+    let frac = frac.trim_end_matches('0');
+    Ok(format!(
+        "{sign}{int_part}.{}",
+        if frac.is_empty() { "0" } else { frac }
+    ))
 }
 
 fn err(path: &str, problem: impl Into<String>) -> InputError {
@@ -211,14 +326,15 @@ fn expected(ty: &InputType) -> &'static str {
     }
 }
 
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+/// What a JSON value's text is, for messages.
+fn kind(text: &str) -> &'static str {
+    match text.as_bytes().first() {
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'"') => "a string",
+        Some(b'[') => "an array",
+        Some(b'{') => "an object",
+        _ => "a number",
     }
 }
 
@@ -234,44 +350,78 @@ mod tests {
             "customer_id": {"type": "string"}}, "required": ["amount"]}))
     }
 
-    fn num(v: Value) -> Number {
-        match v {
-            Value::Number(n) => n,
-            _ => panic!("not a number"),
-        }
-    }
-
     #[test]
     fn number_field_accepts_integer_and_fractional_json() {
-        assert_eq!(decimal(&num(json!(500))).as_deref(), Ok("500.0"));
-        assert_eq!(decimal(&num(json!(500.0))).as_deref(), Ok("500.0"));
-        assert_eq!(decimal(&num(json!(999.99))).as_deref(), Ok("999.99"));
-        assert_eq!(decimal(&num(json!(-100.0))).as_deref(), Ok("-100.0"));
-        assert_eq!(decimal(&num(json!(0.01))).as_deref(), Ok("0.01"));
-        assert_eq!(decimal(&num(json!(0.0001))).as_deref(), Ok("0.0001"));
+        assert_eq!(decimal("500").as_deref(), Ok("500.0"));
+        assert_eq!(decimal("500.0").as_deref(), Ok("500.0"));
+        assert_eq!(decimal("999.99").as_deref(), Ok("999.99"));
+        assert_eq!(decimal("-100.0").as_deref(), Ok("-100.0"));
+        assert_eq!(decimal("0.01").as_deref(), Ok("0.01"));
+        assert_eq!(decimal("0.0001").as_deref(), Ok("0.0001"));
+        assert_eq!(decimal("1.5e2").as_deref(), Ok("150.0"));
+        assert_eq!(
+            decimal("1000.00000").as_deref(),
+            Ok("1000.0"),
+            "trailing zeros aside"
+        );
+        assert_eq!(decimal("-0.0").as_deref(), Ok("0.0"));
     }
 
     #[test]
     fn decimal_never_rounds_silently() {
-        assert!(decimal(&num(json!(0.00001))).is_err());
-        assert!(decimal(&num(json!(1.23456))).is_err());
-        assert!(decimal(&num(json!(1e300))).is_err());
-        assert!(decimal(&num(json!(u64::MAX))).is_err());
-        assert!(decimal(&num(json!(922_337_203_685_477_i64))).is_err());
-        assert!(decimal(&num(json!(123_456_789_012.345_6))).is_err());
+        assert!(decimal("0.00001").is_err());
+        assert!(decimal("1.23456").is_err());
+        assert!(decimal("1e300").is_err());
+        assert!(decimal("18446744073709551615").is_err());
+        assert!(
+            decimal("1000.00000000000000001").is_err(),
+            "as written, not as a float"
+        );
+        assert!(decimal("999.99999999999999999").is_err());
+        assert!(decimal("1e-99999999999999999999").is_err());
         assert_eq!(
-            decimal(&num(json!(12_345_678_901.234_5))).as_deref(),
+            decimal("12345678901.2345").as_deref(),
             Ok("12345678901.2345")
+        );
+        // Exact text needs no float: every digit of the largest decimal is kept.
+        assert_eq!(
+            decimal("922337203685477.5807").as_deref(),
+            Ok("922337203685477.5807")
+        );
+        assert!(decimal("922337203685477.5808").is_err());
+        assert_eq!(
+            decimal("-922337203685477.5808").as_deref(),
+            Ok("-922337203685477.5808")
         );
     }
 
     #[test]
-    fn integer_field_accepts_whole_floats_only() {
-        assert_eq!(long(&num(json!(5.0))), Ok(5));
-        assert_eq!(long(&num(json!(-7))), Ok(-7));
-        assert!(long(&num(json!(5.5))).is_err());
-        assert!(long(&num(json!(u64::MAX))).is_err());
-        assert!(long(&num(json!(1e300))).is_err());
+    fn integer_field_accepts_whole_numbers_only() {
+        assert_eq!(long("5.0"), Ok(5));
+        assert_eq!(long("5e2"), Ok(500));
+        assert_eq!(long("-7"), Ok(-7));
+        assert_eq!(long("9223372036854775807"), Ok(i64::MAX));
+        assert_eq!(long("-9223372036854775808"), Ok(i64::MIN));
+        assert!(long("9223372036854775808").is_err());
+        assert!(long("5.5").is_err());
+        assert!(
+            long("5.000000000000000001").is_err(),
+            "as written, not as a float"
+        );
+        assert!(long("18446744073709551615").is_err());
+        assert!(long("1e300").is_err());
+    }
+
+    #[test]
+    fn decimal_input_is_typed_from_the_text_sent() {
+        let e = TypedInput::from_json(
+            Some(r#"{"amount": 1000.00000000000000001}"#),
+            &refund_type(),
+        )
+        .expect_err("too many fraction digits");
+        assert_eq!(e.path, "input.amount");
+        assert!(e.problem.contains("more than 4 fraction digits"), "{e}");
+        assert!(TypedInput::from_json(Some(r#"{"amount": 1000.0000}"#), &refund_type()).is_ok());
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! Principal, action and resource entities of the `AgentCore` namespace (SPEC section 3).
+//! Principal, action and resource entities of the `AgentCore` namespace (`docs/cedar-model.md`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;

@@ -1,4 +1,4 @@
-//! The Cedar model of SPEC section 3: who (principal), which tool (action), where (resource)
+//! The Cedar model of `docs/cedar-model.md`: who (principal), which tool (action), where (resource)
 //! and with what (context), built directly as Cedar values.
 
 pub mod context;

@@ -1,6 +1,6 @@
 //! The Cedar schema of a gateway, generated from the upstream's tools with
 //! `cedar-policy-mcp-schema-generator` and AgentCore's type mapping (objects as records,
-//! numbers as decimal), so that policies can be validated when they load (SPEC section 3).
+//! numbers as decimal), so that policies can be validated when they load (`docs/cedar-model.md`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

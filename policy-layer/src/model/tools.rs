@@ -1,4 +1,4 @@
-//! The upstream's tools and the Cedar types of their inputs (SPEC section 3, "Typing").
+//! The upstream's tools and the Cedar types of their inputs (`docs/cedar-model.md`, "Typing").
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -126,7 +126,7 @@ impl ToolCatalog {
     }
 }
 
-/// Maps a JSON Schema node to the Cedar type of SPEC section 3.
+/// Maps a JSON Schema node to the Cedar type of `docs/cedar-model.md`.
 #[must_use]
 pub fn input_type(schema: &Value) -> InputType {
     let Some(obj) = schema.as_object() else {

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing;
 use http_body_util::BodyExt;
@@ -21,6 +21,8 @@ use policy_layer::{PolicyEngine, PolicySource};
 use serde_json::{Value, json};
 
 /// The gateway the refund tool is a target of.
+/// The session the test upstream opens on `initialize`.
+pub const SESSION: &str = "session-7";
 pub const GATEWAY: &str = "arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway";
 
 /// What the upstream received.
@@ -112,12 +114,17 @@ async fn mcp(State(up): State<Upstream>, headers: HeaderMap, body: Bytes) -> Res
         return StatusCode::ACCEPTED.into_response();
     }
     let _ = headers;
+    // An initialize opens a session, as a stateful MCP server does.
+    let session = messages
+        .iter()
+        .any(|m| m.get("method").and_then(Value::as_str) == Some("initialize"))
+        .then_some([(HeaderName::from_static("mcp-session-id"), SESSION)]);
     if up.sse {
         let mut text = String::from("id: prime\ndata:\n\n: a comment\n\n");
         for a in &answers {
             text.push_str(&format!("event: message\ndata: {a}\n\n"));
         }
-        ([(header::CONTENT_TYPE, "text/event-stream")], text).into_response()
+        (session, [(header::CONTENT_TYPE, "text/event-stream")], text).into_response()
     } else {
         let body = if value.is_array() {
             Value::Array(answers)
@@ -125,6 +132,7 @@ async fn mcp(State(up): State<Upstream>, headers: HeaderMap, body: Bytes) -> Res
             answers[0].clone()
         };
         (
+            session,
             [(header::CONTENT_TYPE, "application/json")],
             body.to_string(),
         )

@@ -120,7 +120,7 @@ impl Replay {
 }
 
 /// The JWT identities that could make this principal: `sub` is both the entity id and its
-/// `id` attribute (SPEC section 3), so when the solver chose two values, both are tried.
+/// `id` attribute (`docs/cedar-model.md`), so when the solver chose two values, both are tried.
 fn identities(env: &Env, principal: &EntityUid) -> Vec<Identity> {
     let oauth: Option<EntityTypeName> = "AgentCore::OAuthUser".parse().ok();
     if Some(principal.type_name()) != oauth.as_ref() {

@@ -1,0 +1,164 @@
+//! The span contract, in one place (`docs/telemetry.md`): the request span, named per the
+//! OpenTelemetry MCP semantic conventions (`{mcp.method.name} {tool}`), and under it one
+//! `AuthorizeAction` span per tools/call and one `PartiallyAuthorizeActions` span per
+//! tools/list answer filtered. Their attributes mirror AgentCore's `aws.agentcore.policy.*`
+//! one to one. The library only emits `tracing` spans; exporters are the application's.
+
+use http::{HeaderMap, Method};
+use tracing::{Span, field};
+
+use crate::auth::Identity;
+use crate::config::Settings;
+use crate::engine::{AuthorizeError, Outcome, Snapshot};
+use crate::jsonrpc::{Envelope, Message};
+use crate::protocol::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
+
+/// The request span of a POST: `{method} {tool}` for a tools/call, else the method.
+#[must_use]
+pub fn request_span(envelope: &Envelope, headers: &HeaderMap) -> Span {
+    let first = envelope.messages.first();
+    let method = first.and_then(Message::method).unwrap_or("response");
+    let tool = first
+        .filter(|_| method == "tools/call")
+        .and_then(Message::params)
+        .and_then(|p| p.name.as_deref());
+    let name = match tool {
+        Some(tool) => format!("{method} {tool}"),
+        None => method.to_owned(),
+    };
+    tracing::info_span!(
+        "mcp.request",
+        otel.name = %name,
+        otel.kind = "server",
+        mcp.method.name = method,
+        gen_ai.tool.name = tool,
+        jsonrpc.request.id = first.and_then(Message::id).map(|id| field::display(id.to_string())),
+        mcp.session.id = header(headers, MCP_SESSION_ID),
+        mcp.protocol.version = header(headers, MCP_PROTOCOL_VERSION),
+        mcp.batch.size = envelope.messages.len(),
+    )
+}
+
+/// The request span of a GET (the server's event stream) or a DELETE (the end of a session).
+#[must_use]
+pub fn stream_span(method: &Method, headers: &HeaderMap) -> Span {
+    tracing::info_span!(
+        "mcp.request",
+        otel.name = method.as_str(),
+        otel.kind = "server",
+        http.request.method = method.as_str(),
+        mcp.session.id = header(headers, MCP_SESSION_ID),
+        mcp.protocol.version = header(headers, MCP_PROTOCOL_VERSION),
+    )
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// The `AuthorizeAction` span of one tools/call; entered while the call is decided.
+#[must_use]
+pub fn authorize_action(settings: &Settings, tool: &str) -> Span {
+    tracing::info_span!(
+        "AuthorizeAction",
+        otel.kind = "internal",
+        policy.engine = %settings.engine_name,
+        policy.mode = settings.mode.as_str(),
+        policy.action = field::Empty,
+        gen_ai.tool.name = tool,
+        enduser.id = field::Empty,
+        policy.decision = field::Empty,
+        policy.reason = field::Empty,
+        policy.determining_policies = field::Empty,
+        policy.errors = field::Empty,
+        policy.log_only.matched_policies = field::Empty,
+        policy.log_only.flipping_policies = field::Empty,
+    )
+}
+
+/// Records on an `AuthorizeAction` span who called and what was decided.
+pub fn record_decision(
+    span: &Span,
+    snapshot: Option<&Snapshot>,
+    identity: &Identity,
+    tool: &str,
+    result: Result<&Outcome, &AuthorizeError>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(snapshot) = snapshot {
+        let model = snapshot.model();
+        span.record("policy.action", model.action_id(tool).as_str());
+        span.record("enduser.id", field::display(model.principal_uid(identity)));
+    }
+    let outcome = match result {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            span.record("policy.decision", "ERROR");
+            match e {
+                AuthorizeError::Engine(engine) => {
+                    span.record("policy.errors", field::display(engine))
+                }
+                AuthorizeError::Input(input) => span.record("policy.errors", field::display(input)),
+            };
+            return;
+        }
+    };
+    span.record(
+        "policy.decision",
+        if outcome.allowed() { "ALLOW" } else { "DENY" },
+    );
+    if !outcome.allowed() {
+        span.record("policy.reason", outcome.deny_reason().as_str());
+    }
+    if !outcome.determining.is_empty() {
+        span.record(
+            "policy.determining_policies",
+            outcome.determining.join(",").as_str(),
+        );
+    }
+    if !outcome.errors.is_empty() {
+        span.record("policy.errors", outcome.errors.join("; ").as_str());
+    }
+    if !outcome.shadow_matched.is_empty() {
+        span.record(
+            "policy.log_only.matched_policies",
+            outcome.shadow_matched.join(",").as_str(),
+        );
+        span.record(
+            "policy.log_only.flipping_policies",
+            outcome.shadow_flipping.join(",").as_str(),
+        );
+    }
+}
+
+/// The `PartiallyAuthorizeActions` span of one tools/list answer, a child of the request
+/// span (it runs after the upstream answered, possibly while its event stream is read).
+#[must_use]
+pub fn partially_authorize_actions(parent: &Span, settings: &Settings) -> Span {
+    tracing::info_span!(
+        parent: parent,
+        "PartiallyAuthorizeActions",
+        otel.kind = "internal",
+        policy.engine = %settings.engine_name,
+        policy.mode = settings.mode.as_str(),
+        enduser.id = field::Empty,
+        policy.allowed_tools = field::Empty,
+        policy.denied_tools = field::Empty,
+        policy.allowed_tools.count = field::Empty,
+        policy.denied_tools.count = field::Empty,
+        policy.errors = field::Empty,
+    )
+}
+
+/// Records on a `PartiallyAuthorizeActions` span what was kept and what was dropped.
+pub fn record_listing(span: &Span, allowed: &[String], denied: &[String]) {
+    span.record("policy.allowed_tools", allowed.join(",").as_str());
+    span.record("policy.denied_tools", denied.join(",").as_str());
+    span.record("policy.allowed_tools.count", allowed.len());
+    span.record("policy.denied_tools.count", denied.len());
+}

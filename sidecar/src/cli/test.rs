@@ -1,0 +1,381 @@
+//! `policy-sidecar test`: policy unit tests from a YAML file of cases.
+//!
+//! ```yaml
+//! - name: small refund by a refund agent is allowed
+//!   claims: { sub: alice, role: refund-agent }   # omitted: the anonymous unauthenticated user
+//!   tool: process_refund
+//!   input: { amount: 500, customer_id: C001 }
+//!   expect: ALLOW                                # ALLOW, DENY (or ERROR: input rejected)
+//!   determining: [refund.0]                      # optional: the determining policy ids
+//! ```
+//!
+//! Claims become the principal as a verified JWT's claims do: `sub` is the id, every other
+//! claim a tag (strings as they are, anything else as compact JSON text).
+
+use std::fmt;
+use std::io::Write;
+use std::path::Path;
+
+use policy_layer::auth::{Identity, PrincipalKind};
+use policy_layer::config::Validation;
+use policy_layer::engine::{Enforcement, Snapshot};
+use policy_layer::model::ToolCatalog;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::args::TestArgs;
+use super::exit::Exit;
+use crate::config::Config;
+use crate::feed::{engine, policy_files, tools};
+
+/// Runs the cases of `args` against the configured policies (the shadow ones enforced with
+/// `--promote-shadow`), printing a line per case and the totals.
+///
+/// # Errors
+/// Exit 64 for a configuration or policies that cannot be used; exit 1 when the tools or the
+/// cases cannot be read, or a case fails.
+pub async fn test(args: &TestArgs) -> Result<(), Exit> {
+    let mut config = Config::load(&args.config.config)?;
+    let (_, mut policies) = policy_files::load(&config.policy.paths, true).map_err(Exit::config)?;
+    if args.promote_shadow {
+        for policy in &mut policies.policies {
+            if policy.enforcement == Enforcement::LogOnly {
+                eprintln!("promoting shadow policy `{}`", policy.policy.id());
+                policy.enforcement = Enforcement::Enforce;
+            }
+        }
+    }
+    let tools = tools::tools_for(&config, args.tools.as_deref())
+        .await
+        .map_err(|e| {
+            Exit::failed(format!(
+                "{e} (pass --tools FILE to test without the upstream)"
+            ))
+        })?;
+    let cases = read_cases(&args.cases).map_err(Exit::failed)?;
+    // Cases test decisions; findings are `validate`'s business, so here they only warn.
+    config.policy.validation = Validation::IgnoreAllFindings;
+    let engine = engine::build(&config).map_err(Exit::config)?;
+    if let Some(tools) = tools {
+        let _ = engine.set_catalog(ToolCatalog::from_list(&Value::Array(tools)));
+    }
+    let report = engine.set_policies(policies).map_err(Exit::failed)?;
+    for finding in &report.findings {
+        eprintln!("warning: {finding}");
+    }
+    let snapshot = engine
+        .snapshot()
+        .ok_or_else(|| Exit::failed("no policy snapshot"))?;
+    let mut out = std::io::stdout().lock();
+    let (_, failed) = run(&snapshot, &cases, &mut out)
+        .map_err(|e| Exit::failed(format!("writing to stdout: {e}")))?;
+    if failed > 0 {
+        return Err(Exit::reported());
+    }
+    Ok(())
+}
+
+/// The cases file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct CasesError {
+    /// The cases file.
+    pub file: String,
+    /// What is wrong (with line and column where known).
+    pub message: String,
+}
+
+/// The decision a case expects (or got).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Expect {
+    /// Permitted.
+    Allow,
+    /// Denied.
+    Deny,
+    /// No decision: the input does not fit the tool's schema (or evaluation failed).
+    Error,
+}
+
+impl fmt::Display for Expect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Allow => "ALLOW",
+            Self::Deny => "DENY",
+            Self::Error => "ERROR",
+        })
+    }
+}
+
+/// One test case.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// Shown in the report.
+    pub name: String,
+    /// JWT claims; none: the anonymous unauthenticated user.
+    #[serde(default)]
+    pub claims: Option<Map<String, Value>>,
+    /// The upstream tool name.
+    pub tool: String,
+    /// The call's arguments.
+    #[serde(default)]
+    pub input: Option<Value>,
+    /// The expected decision.
+    pub expect: Expect,
+    /// The expected determining policies, in any order.
+    #[serde(default)]
+    pub determining: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CasesDoc {
+    cases: Vec<Case>,
+}
+
+/// Reads the cases: a YAML list, or a mapping with a `cases` list.
+///
+/// # Errors
+/// [`CasesError`] with the position of the problem.
+pub fn read_cases(file: &Path) -> Result<Vec<Case>, CasesError> {
+    let error = |message: String| CasesError {
+        file: file.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| error(e.to_string()))?;
+    let shape: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).map_err(|e| error(e.to_string()))?;
+    let cases = if shape.is_mapping() {
+        serde_yaml_ng::from_str::<CasesDoc>(&text).map(|doc| doc.cases)
+    } else {
+        serde_yaml_ng::from_str::<Vec<Case>>(&text)
+    };
+    cases.map_err(|e| error(e.to_string()))
+}
+
+/// The principal a case's claims stand for.
+#[must_use]
+pub fn identity(claims: Option<&Map<String, Value>>) -> Identity {
+    let Some(claims) = claims else {
+        return Identity {
+            kind: PrincipalKind::Unauthenticated,
+            subject: "anonymous".to_owned(),
+            tags: Vec::new(),
+            expires_at: None,
+        };
+    };
+    let subject = match claims.get("sub") {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let mut tags: Vec<(String, String)> = claims
+        .iter()
+        .filter(|(key, _)| key.as_str() != "sub")
+        .map(|(key, value)| {
+            let text = match value {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (key.clone(), text)
+        })
+        .collect();
+    tags.sort_by(|a, b| a.0.cmp(&b.0));
+    Identity {
+        kind: PrincipalKind::OAuthUser,
+        subject,
+        tags,
+        expires_at: claims.get("exp").and_then(Value::as_u64),
+    }
+}
+
+/// What a case got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Got {
+    /// The decision.
+    pub decision: Expect,
+    /// Determining policies, sorted.
+    pub determining: Vec<String>,
+    /// The error, for [`Expect::Error`].
+    pub error: Option<String>,
+}
+
+/// Decides one case against `snapshot`.
+#[must_use]
+pub fn decide(snapshot: &Snapshot, case: &Case) -> Got {
+    let identity = identity(case.claims.as_ref());
+    match snapshot.authorize(&identity, &case.tool, case.input.as_ref()) {
+        Ok(outcome) => {
+            let mut determining = outcome.determining.clone();
+            determining.sort();
+            Got {
+                decision: if outcome.allowed() {
+                    Expect::Allow
+                } else {
+                    Expect::Deny
+                },
+                determining,
+                error: None,
+            }
+        }
+        Err(e) => Got {
+            decision: Expect::Error,
+            determining: Vec::new(),
+            error: Some(e.to_string()),
+        },
+    }
+}
+
+/// Whether `got` is what `case` expects; `Err` holds the report line's explanation.
+fn check(case: &Case, got: &Got) -> Result<(), String> {
+    let mut want = case.determining.clone();
+    if let Some(want) = want.as_mut() {
+        want.sort();
+    }
+    let determining_ok = want.as_ref().is_none_or(|w| *w == got.determining);
+    if got.decision == case.expect && determining_ok {
+        return Ok(());
+    }
+    let expected = match &want {
+        Some(w) => format!("{} (determining {})", case.expect, list(w)),
+        None => case.expect.to_string(),
+    };
+    let actual = match &got.error {
+        Some(e) => format!("ERROR ({e})"),
+        None => format!("{} (determining {})", got.decision, list(&got.determining)),
+    };
+    Err(format!("expected {expected}, got {actual}"))
+}
+
+fn list(ids: &[String]) -> String {
+    if ids.is_empty() {
+        "none".to_owned()
+    } else {
+        ids.join(", ")
+    }
+}
+
+/// Runs every case, writing one line each and the totals; returns (passed, failed).
+///
+/// # Errors
+/// Only when `out` cannot be written.
+pub fn run(
+    snapshot: &Snapshot,
+    cases: &[Case],
+    out: &mut impl Write,
+) -> std::io::Result<(usize, usize)> {
+    let (mut passed, mut failed) = (0, 0);
+    for case in cases {
+        match check(case, &decide(snapshot, case)) {
+            Ok(()) => {
+                passed += 1;
+                writeln!(out, "PASS {}", case.name)?;
+            }
+            Err(why) => {
+                failed += 1;
+                writeln!(out, "FAIL {}: {why}", case.name)?;
+            }
+        }
+    }
+    writeln!(out, "{passed} passed, {failed} failed")?;
+    Ok((passed, failed))
+}
+
+#[cfg(test)]
+mod tests {
+    use policy_layer::model::{ModelConfig, ToolCatalog};
+    use policy_layer::{PolicyEngine, PolicySource};
+    use serde_json::json;
+
+    use super::*;
+
+    const POLICIES: &str = r#"
+        @id("agents_refund_small")
+        permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+        when { principal.hasTag("role") && principal.getTag("role") == "refund-agent"
+               && context.input.amount.lessThan(decimal("1000.0")) };"#;
+
+    fn snapshot() -> std::sync::Arc<Snapshot> {
+        let engine = PolicyEngine::from_sources(
+            ModelConfig {
+                target: "RefundTool".into(),
+                ..ModelConfig::default()
+            },
+            &[PolicySource::new("refund.cedar", POLICIES)],
+        )
+        .expect("loads");
+        engine.set_catalog(ToolCatalog::from_list(&json!([{"name": "process_refund", "inputSchema":
+            {"type": "object", "properties": {"amount": {"type": "number"}}, "required": ["amount"]}}])));
+        engine.snapshot().expect("snapshot")
+    }
+
+    fn cases(yaml: &str) -> Vec<Case> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cases.yaml");
+        std::fs::write(&file, yaml).expect("write");
+        read_cases(&file).expect("cases")
+    }
+
+    #[test]
+    fn claims_become_sub_and_string_tags() {
+        let claims = json!({"sub": "alice", "role": "agent", "level": 3, "groups": ["a", "b"]});
+        let id = identity(claims.as_object());
+        assert_eq!(id.subject, "alice");
+        assert_eq!(
+            id.tags,
+            [
+                ("groups".into(), r#"["a","b"]"#.into()),
+                ("level".into(), "3".into()),
+                ("role".into(), "agent".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn reports_pass_and_fail_lines_with_totals() {
+        let cases = cases(
+            r"
+- name: agent small refund
+  claims: { sub: alice, role: refund-agent }
+  tool: process_refund
+  input: { amount: 500 }
+  expect: ALLOW
+  determining: [agents_refund_small]
+- name: wrong expectation
+  claims: { sub: bob }
+  tool: process_refund
+  input: { amount: 500 }
+  expect: ALLOW
+- name: string amount is rejected
+  tool: process_refund
+  input: { amount: '500' }
+  expect: ERROR
+",
+        );
+        let mut out = Vec::new();
+        let (passed, failed) = run(&snapshot(), &cases, &mut out).expect("runs");
+        let text = String::from_utf8(out).expect("utf8");
+        assert_eq!((passed, failed), (2, 1), "{text}");
+        assert_eq!(
+            text,
+            "PASS agent small refund\n\
+             FAIL wrong expectation: expected ALLOW, got DENY (determining none)\n\
+             PASS string amount is rejected\n\
+             2 passed, 1 failed\n"
+        );
+    }
+
+    #[test]
+    fn cases_may_sit_under_a_cases_key_and_errors_have_positions() {
+        assert_eq!(
+            cases("cases:\n  - {name: a, tool: t, expect: DENY}\n").len(),
+            1
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, "- name: a\n  tool: t\n  expect: MAYBE\n").expect("write");
+        let err = read_cases(&file).expect_err("bad").to_string();
+        assert!(err.contains("line 3"), "{err}");
+    }
+}

@@ -1,0 +1,9 @@
+//! What observes the sidecar: the decision log and the metrics fed by every decision, trace
+//! export, the sidecar's own log on stderr, and the admin endpoints that serve readiness and
+//! metrics.
+
+pub mod admin;
+pub mod decision_log;
+pub mod logging;
+pub mod metrics;
+pub mod telemetry;
