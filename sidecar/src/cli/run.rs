@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use policy_layer::PolicySource;
 use policy_layer::auth::Authenticator;
 use policy_layer::model::ToolCatalog;
+use policy_layer::{PolicyLayer, PolicySource};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -71,27 +71,34 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
         .then(DecisionLog::start)
         .transpose()
         .map_err(|e| Exit::failed(format!("starting the decision log: {e}")))?;
-    let listener = bind("listen.address", config.listen.address).await?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| Exit::failed(format!("listen.address: {e}")))?;
-    let (mcp, authenticator) = mcp_service(&config, &feed, log.clone(), &shared, bound).await?;
-
+    let listeners =
+        listener::bind_workers(config.listen.address, config.listen.workers).map_err(|e| {
+            Exit::failed(format!(
+                "listen.address: binding {}: {e}",
+                config.listen.address
+            ))
+        })?;
+    let bound = listeners
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .ok_or_else(|| Exit::failed("listen.address: no address bound"))?;
+    let (layer, authenticator) = policy_layer(&config, &feed, log.clone(), &shared, bound).await?;
     let admin_listener = bind("admin.address", config.admin.address).await?;
     shutdown::on_signal(shared.shutdown.clone())
         .map_err(|e| Exit::failed(format!("installing signal handlers: {e}")))?;
-    announce(&config, &listener, &admin_listener)?;
+    announce(&config, bound, &admin_listener)?;
     tracing::info!(
         upstream = %config.upstream.url,
         mode = %config.policy.layer.mode,
         policy_files = sources.len(),
+        workers = listeners.len(),
         "serving"
     );
     spawn_feeders(&config, &feed, sources, &shared);
 
     let mut ready: Vec<Arc<dyn Readiness>> = Vec::new();
-    if let Some(authenticator) = authenticator {
-        ready.push(Arc::new(authenticator));
+    if let Some(authenticator) = &authenticator {
+        ready.push(Arc::new(authenticator.clone()));
     }
     ready.push(Arc::new(feed));
     let admin = Admin::new(Arc::clone(&shared.metrics), ready);
@@ -102,7 +109,17 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
         ADMIN_GRACE,
     ));
     let grace = config.listen.shutdown_grace;
-    let drained = listener::serve(listener, mcp, shared.shutdown, grace).await;
+    let metadata = authenticator.is_some();
+    let workers = spawn_workers(&config, listeners, &layer, metadata, &shared)?;
+    let drained = tokio::task::spawn_blocking(move || {
+        listener::worst(
+            workers
+                .into_iter()
+                .map(|worker| worker.join().unwrap_or(Drained::TimedOut)),
+        )
+    })
+    .await
+    .unwrap_or(Drained::TimedOut);
     let _ = admin_task.await;
     match drained {
         Drained::All => tracing::info!("all requests finished; bye"),
@@ -151,30 +168,67 @@ fn feed_engine(
     Ok((feed, sources))
 }
 
-/// The MCP listener's service for the listener bound at `bound`: router, policy layer
-/// (observed by the metrics and `log`), upstream; and the authenticator, for `/readyz`.
-async fn mcp_service(
+/// The policy layer for the listener bound at `bound` (observed by the metrics and `log`), and
+/// the authenticator, for `/readyz`.
+async fn policy_layer(
     config: &Config,
     feed: &EngineFeed,
     log: Option<DecisionLog>,
     shared: &Shared,
     bound: SocketAddr,
-) -> Result<(McpService, Option<Authenticator>), Exit> {
+) -> Result<(PolicyLayer, Option<Authenticator>), Exit> {
     let observer = Observer::new(Arc::clone(&shared.metrics), log, config.log.arguments);
-    let (layer, authenticator) =
-        policy::layer(config, feed.engine().clone(), Arc::new(observer), bound)
-            .await
-            .map_err(|e| Exit::config(format!("{}: {e}", config.file.display())))?;
-    let metadata = authenticator.is_some();
-    let upstream = Upstream::new(
-        shared.client.clone(),
-        config.upstream.clone(),
-        Arc::clone(&shared.metrics),
-        Arc::clone(&shared.list_changed),
-        shared.shutdown.clone(),
-    );
-    let mcp = McpService::new(config.mcp_path(), metadata, layer.layer(upstream));
-    Ok((mcp, authenticator))
+    policy::layer(config, feed.engine().clone(), Arc::new(observer), bound)
+        .await
+        .map_err(|e| Exit::config(format!("{}: {e}", config.file.display())))
+}
+
+/// Starts one MCP worker per listener: a thread with a single-threaded runtime serving the
+/// router, the layer and an upstream with connections of its own, until shutdown; each
+/// returns how its drain ended.
+fn spawn_workers(
+    config: &Config,
+    listeners: Vec<std::net::TcpListener>,
+    layer: &PolicyLayer,
+    metadata: bool,
+    shared: &Shared,
+) -> Result<Vec<std::thread::JoinHandle<Drained>>, Exit> {
+    let mut workers = Vec::with_capacity(listeners.len());
+    for (index, socket) in listeners.into_iter().enumerate() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Exit::failed(format!("starting worker {index}: {e}")))?;
+        let upstream = config.upstream.clone();
+        let path = config.mcp_path().to_owned();
+        let layer = layer.clone();
+        let metrics = Arc::clone(&shared.metrics);
+        let list_changed = Arc::clone(&shared.list_changed);
+        let shutdown = shared.shutdown.clone();
+        let grace = config.listen.shutdown_grace;
+        let worker = std::thread::Builder::new()
+            .name(format!("mcp-worker-{index}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match TcpListener::from_std(socket) {
+                        Ok(listener) => listener,
+                        Err(e) => {
+                            tracing::error!(worker = index, error = %e, "listener unusable");
+                            shutdown.cancel();
+                            return Drained::All;
+                        }
+                    };
+                    let client = upstream::client(upstream.connect_timeout);
+                    let upstream =
+                        Upstream::new(client, upstream, metrics, list_changed, shutdown.clone());
+                    let mcp = McpService::new(&path, metadata, layer.layer(upstream));
+                    listener::serve(listener, mcp, shutdown, grace).await
+                })
+            })
+            .map_err(|e| Exit::failed(format!("starting worker {index}: {e}")))?;
+        workers.push(worker);
+    }
+    Ok(workers)
 }
 
 /// Starts what keeps the engine fed while serving: the policy reload and, with
@@ -209,10 +263,7 @@ async fn bind(key: &str, address: SocketAddr) -> Result<TcpListener, Exit> {
 }
 
 /// Says on stdout where the listeners are (with the ports the system chose for port 0).
-fn announce(config: &Config, mcp: &TcpListener, admin: &TcpListener) -> Result<(), Exit> {
-    let mcp = mcp
-        .local_addr()
-        .map_err(|e| Exit::failed(format!("listen.address: {e}")))?;
+fn announce(config: &Config, mcp: SocketAddr, admin: &TcpListener) -> Result<(), Exit> {
     let admin = admin
         .local_addr()
         .map_err(|e| Exit::failed(format!("admin.address: {e}")))?;

@@ -31,6 +31,7 @@ pub struct ListenSection {
     trusted_proxies: Option<Vec<String>>,
     max_sessions: Option<usize>,
     session_idle_ms: Option<u64>,
+    workers: Option<usize>,
 }
 
 /// The MCP listener's settings.
@@ -50,6 +51,8 @@ pub struct ListenSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Sessions bound to their principals at once, and for how long unused.
     pub sessions: SessionLimits,
+    /// Threads serving MCP, each with its own runtime, socket and upstream connections.
+    pub workers: usize,
 }
 
 impl ListenSettings {
@@ -62,7 +65,8 @@ impl ListenSettings {
     /// A [`KeyError`] for an entry that is not an origin.
     pub fn origins(&self, bound: SocketAddr) -> Result<Origins, KeyError> {
         if let Some(list) = &self.allowed_origins {
-            return Origins::new(list).map_err(|e| KeyError::new("listen.allowed_origins", e.to_string()));
+            return Origins::new(list)
+                .map_err(|e| KeyError::new("listen.allowed_origins", e.to_string()));
         }
         let port = bound.port();
         let mut own = vec![format!("http://{bound}")];
@@ -82,8 +86,6 @@ impl ListenSettings {
         Origins::new(own).map_err(|e| KeyError::new("listen.allowed_origins", e.to_string()))
     }
 }
-
-
 
 impl ListenSection {
     /// Validates the section.
@@ -106,7 +108,8 @@ impl ListenSection {
                 let url: Uri = text.parse().map_err(|e| {
                     KeyError::new("listen.public_url", format!("\"{text}\" is not a URL: {e}"))
                 })?;
-                if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
+                if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none()
+                {
                     return Err(KeyError::new(
                         "listen.public_url",
                         format!("\"{text}\" must be an http:// or https:// URL with a host"),
@@ -141,7 +144,10 @@ impl ListenSection {
                 u64::try_from(DEFAULT_SESSION_IDLE.as_millis()).unwrap_or(u64::MAX),
             )?),
         };
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        let workers = value::positive("listen.workers", self.workers, cores)?;
         Ok(ListenSettings {
+            workers,
             address,
             path,
             shutdown_grace: Duration::from_millis(

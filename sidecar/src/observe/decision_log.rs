@@ -4,10 +4,11 @@
 //!
 //! Each line is serialized straight into a shared buffer (no intermediate JSON value, no
 //! allocation per line once the buffer has grown) that a writer thread of its own empties to
-//! stdout, so a slow stdout never delays a request. The writer is woken only when the buffer
-//! goes from empty to not empty: under load, lines pile up while it writes, and it writes them
-//! with one call. When the buffer is full a line is dropped and counted in the next line
-//! written; at shutdown, [`DecisionLog::close`] writes what is left.
+//! stdout, so a slow stdout never delays a request. The writer writes what has piled up every
+//! [`FLUSH_INTERVAL`], with one call, and is woken sooner only when [`FLUSH_BYTES`] are
+//! waiting: a request never wakes a thread (under load, waking the writer for each line cost
+//! as much CPU as the decision itself). When the buffer is full a line is dropped and counted
+//! in the next line written; at shutdown, [`DecisionLog::close`] writes what is left.
 
 use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -23,6 +24,10 @@ use super::metrics::Metrics;
 
 /// Bytes of lines waiting for the writer thread at most.
 pub const BUFFER_BYTES: usize = 8 << 20;
+/// How often the writer writes what has piled up: a line reaches stdout within this.
+pub const FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// Bytes waiting that wake the writer before the interval is over.
+pub const FLUSH_BYTES: usize = 256 << 10;
 /// The capacity each of the two buffers keeps once written out.
 const IDLE_BUFFER_BYTES: usize = 64 << 10;
 
@@ -105,7 +110,7 @@ impl DecisionLog {
             pending.dropped += 1;
             return;
         }
-        let was_empty = pending.lines.is_empty();
+        let below = pending.lines.len() < FLUSH_BYTES;
         let dropped = std::mem::take(&mut pending.dropped);
         let before = pending.lines.len();
         let line = line((dropped > 0).then_some(dropped));
@@ -116,8 +121,9 @@ impl DecisionLog {
             pending.lines.truncate(before);
             pending.dropped = dropped + 1;
         }
+        let crossed = below && pending.lines.len() >= FLUSH_BYTES;
         drop(pending);
-        if was_empty {
+        if crossed {
             self.shared.wake.notify_one();
         }
     }
@@ -148,14 +154,17 @@ impl Shared {
         loop {
             {
                 let mut pending = lock(&self.state);
-                while pending.lines.is_empty() && !pending.closed {
+                if !pending.closed && pending.lines.len() < FLUSH_BYTES {
                     pending = self
                         .wake
-                        .wait(pending)
-                        .unwrap_or_else(PoisonError::into_inner);
+                        .wait_timeout(pending, FLUSH_INTERVAL)
+                        .map_or_else(|e| e.into_inner().0, |(guard, _)| guard);
                 }
                 if pending.lines.is_empty() {
-                    return; // closed, and all written
+                    if pending.closed {
+                        return; // closed, and all written
+                    }
+                    continue;
                 }
                 std::mem::swap(&mut batch, &mut pending.lines);
             }
