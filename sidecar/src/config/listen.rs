@@ -62,7 +62,8 @@ impl ListenSettings {
     /// A [`KeyError`] for an entry that is not an origin.
     pub fn origins(&self, bound: SocketAddr) -> Result<Origins, KeyError> {
         if let Some(list) = &self.allowed_origins {
-            return Origins::new(list).map_err(|e| KeyError::new("listen.allowed_origins", e.to_string()));
+            return Origins::new(list)
+                .map_err(|e| KeyError::new("listen.allowed_origins", e.to_string()));
         }
         let port = bound.port();
         let mut own = vec![format!("http://{bound}")];
@@ -82,8 +83,6 @@ impl ListenSettings {
         Origins::new(own).map_err(|e| KeyError::new("listen.allowed_origins", e.to_string()))
     }
 }
-
-
 
 impl ListenSection {
     /// Validates the section.
@@ -106,7 +105,8 @@ impl ListenSection {
                 let url: Uri = text.parse().map_err(|e| {
                     KeyError::new("listen.public_url", format!("\"{text}\" is not a URL: {e}"))
                 })?;
-                if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
+                if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none()
+                {
                     return Err(KeyError::new(
                         "listen.public_url",
                         format!("\"{text}\" must be an http:// or https:// URL with a host"),
