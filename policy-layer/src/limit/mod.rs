@@ -307,6 +307,12 @@ impl Limits {
         self.inner.index.store(Arc::new(Index::new(set, on_error)));
     }
 
+    /// What a call gets when the store cannot answer (it follows reloads).
+    #[must_use]
+    pub fn on_error(&self) -> OnError {
+        self.inner.index.load().on_error
+    }
+
     /// The store.
     #[must_use]
     pub fn store(&self) -> &Store {
