@@ -1,6 +1,8 @@
 //! The layer's cost per MCP request, in process: AuthorizeAction through the whole
-//! `PolicyService` (parse, type, decide, forward) with 1, 100, 1,000 and 10,000 policies,
-//! tools/list filtering of 1,000 tools under 100 policies, and context typing alone.
+//! `PolicyService` (parse, type, decide, forward) with 1, 100, 1,000 and 10,000 policies, and
+//! with one rate limit in the memory store; tools/list filtering of 1,000 tools under 100
+//! policies (with a permit that depends on the input, and on the input and the time); context
+//! typing alone, and the `context.system.now` value alone.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -9,9 +11,11 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
+use policy_layer::limit::{KeyPart, LimitSet, Limits, Metric, Per, RateLimit};
 use policy_layer::model::tools::input_type;
-use policy_layer::model::{ModelConfig, ToolCatalog, TypedInput};
-use policy_layer::{PolicyEngine, PolicyLayer, PolicySource};
+use policy_layer::model::{ModelConfig, ToolCatalog, TypedInput, values};
+use policy_layer::state::{MemorySettings, OnError, Store};
+use policy_layer::{PolicyEngine, PolicyLayer, PolicySource, Timestamp};
 use serde_json::{Value, json};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -97,7 +101,41 @@ fn bench_authorize(c: &mut Criterion) {
             });
         }
     }
+    // One limit that every call passes (a rate no run reaches), counted in memory.
+    let limited = PolicyLayer::new(engine(1, 1))
+        .unauthenticated()
+        .rate_limits(one_memory_limit())
+        .layer(upstream);
+    group.bench_with_input(BenchmarkId::new("allow_1_rate_limit", 1), &1, |b, _| {
+        b.iter(|| {
+            let req = Request::post("/mcp")
+                .header("content-type", "application/json")
+                .body(Full::new(call_body(500.0)))
+                .expect("request");
+            let mut svc = limited.clone();
+            rt.block_on(async {
+                let svc = svc.ready().await.expect("ready");
+                let res = svc.call(req).await.expect("response");
+                black_box(res.into_body().collect().await.expect("body"));
+            });
+        });
+    });
     group.finish();
+}
+
+fn one_memory_limit() -> Limits {
+    let limit = RateLimit {
+        id: "refunds".into(),
+        tool: Some("process_refund".into()),
+        key: vec![KeyPart::Subject].into(),
+        metric: Metric::Requests(Per::Second),
+        rate: u32::MAX,
+    };
+    Limits::new(
+        LimitSet::from(vec![limit]),
+        Store::memory(MemorySettings::default()),
+        OnError::Deny,
+    )
 }
 
 fn bench_snapshot(c: &mut Criterion) {
@@ -131,9 +169,15 @@ fn bench_list(c: &mut Criterion) {
     let group_permit = r#"
         permit(principal, action in AgentCore::Action::"CallTool", resource)
         when { context.input has amount && context.input.amount < 10 };"#;
+    // The same, also during business hours only: each tool is evaluated again with the time.
+    let time_permit = r#"
+        permit(principal, action in AgentCore::Action::"CallTool", resource)
+        when { context.input has amount && context.input.amount < 10
+               && duration("9h") <= context.system.now.toTime() && context.system.now.toTime() <= duration("17h") };"#;
     for (label, extra) in [
         ("1000_tools_100_policies", ""),
         ("1000_tools_100_policies_group_permit", group_permit),
+        ("1000_tools_100_policies_group_permit_on_time", time_permit),
     ] {
         let snapshot = engine_with(100, 1_000, extra).snapshot().expect("snapshot");
         group.bench_function(label, |b| {
@@ -162,11 +206,19 @@ fn bench_typing(c: &mut Criterion) {
     });
 }
 
+fn bench_system_now(c: &mut Criterion) {
+    let now = Timestamp::from_unix_millis(1_764_500_000_000);
+    c.bench_function("model/system_now", |b| {
+        b.iter(|| black_box(values::system(black_box(now)).expect("datetime")));
+    });
+}
+
 criterion_group!(
     benches,
     bench_authorize,
     bench_snapshot,
     bench_list,
-    bench_typing
+    bench_typing,
+    bench_system_now
 );
 criterion_main!(benches);

@@ -1,5 +1,6 @@
 //! The response body of [`crate::PolicyService`]: the upstream's body untouched, a local
-//! answer, or an SSE stream being rewritten event by event.
+//! answer, or an SSE stream being rewritten event by event; any of them possibly holding the
+//! rate limits' connection slots of the calls it answers.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -8,6 +9,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
 use crate::filter::sse::SseRewriter;
+use crate::limit::Admitted;
 
 /// Boxed error type of the response body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -33,6 +35,12 @@ pin_project_lite::pin_project! {
             rewriter: Box<SseRewriter>,
             done: bool,
         },
+        /// Another body, holding the `connections` slots of the calls it answers until it
+        /// ends or is dropped (`docs/rate-limits.md`).
+        Held {
+            body: Pin<Box<PolicyBody<B>>>,
+            permits: Option<Admitted>,
+        },
     }
 }
 
@@ -42,6 +50,17 @@ impl<B> PolicyBody<B> {
     pub fn full(data: Bytes) -> Self {
         Self::Full {
             data: (!data.is_empty()).then_some(data),
+        }
+    }
+}
+
+impl<B> PolicyBody<B> {
+    /// This body, holding `permits` until it is finished or dropped.
+    #[must_use]
+    pub fn holding(self, permits: Admitted) -> Self {
+        Self::Held {
+            body: Box::pin(self),
+            permits: Some(permits),
         }
     }
 }
@@ -100,6 +119,14 @@ where
                     }
                 }
             },
+            PolicyBodyProj::Held { body, permits } => {
+                let frame = ready!(body.as_mut().poll_frame(cx));
+                if frame.is_none() {
+                    // The reply is complete: the calls are no longer in flight.
+                    permits.take();
+                }
+                Poll::Ready(frame)
+            }
         }
     }
 
@@ -108,6 +135,7 @@ where
             Self::Inner { body } => body.is_end_stream(),
             Self::Full { data } => data.is_none(),
             Self::Sse { done, .. } => *done,
+            Self::Held { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -118,6 +146,7 @@ where
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
             Self::Sse { .. } => SizeHint::default(),
+            Self::Held { body, .. } => body.size_hint(),
         }
     }
 }

@@ -59,7 +59,7 @@ fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdict {
     let identity = &*exchange.identity;
     let arguments = message.arguments();
     let result = match snapshot {
-        Some(snapshot) => snapshot.authorize_json(identity, tool, arguments),
+        Some(snapshot) => snapshot.authorize_json_at(identity, tool, arguments, exchange.now()),
         None => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
     };
     telemetry::record_decision(&span, snapshot, identity, tool, result.as_ref());

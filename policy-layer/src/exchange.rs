@@ -8,8 +8,10 @@ use tracing::Span;
 
 use crate::auth::Identity;
 use crate::auth::gate::Gate;
+use crate::clock::{Clock, Timestamp};
 use crate::config::Settings;
 use crate::engine::{PolicyEngine, Snapshot};
+use crate::limit::Limits;
 use crate::protocol::origin::Origins;
 use crate::protocol::session::Sessions;
 use crate::protocol::{ProtocolVersion, ResultMarking};
@@ -23,6 +25,10 @@ pub(crate) struct Shared {
     pub(crate) gate: Gate,
     pub(crate) origins: Origins,
     pub(crate) sessions: Arc<Sessions>,
+    /// Where `context.system.now` comes from.
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The rate limits, checked before Cedar; `None`: none configured.
+    pub(crate) limits: Option<Limits>,
 }
 
 /// One request after authentication: who calls, the policies it is decided by (one atomic
@@ -59,6 +65,11 @@ impl Exchange {
 
     pub(crate) fn observer(&self) -> &dyn DecisionObserver {
         &*self.shared.observer
+    }
+
+    /// The time now, as policies see it (`context.system.now`).
+    pub(crate) fn now(&self) -> Timestamp {
+        self.shared.clock.now()
     }
 
     /// How results the layer makes are marked for this request's protocol.

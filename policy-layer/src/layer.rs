@@ -10,9 +10,11 @@ use tower_layer::Layer;
 use crate::auth::Authenticator;
 use crate::auth::gate::{Gate, IdentitySource};
 use crate::auth::metadata::ProtectedResource;
+use crate::clock::{Clock, SystemClock};
 use crate::config::Settings;
 use crate::engine::PolicyEngine;
 use crate::exchange::Shared;
+use crate::limit::Limits;
 use crate::protocol::origin::Origins;
 use crate::protocol::session::{SessionLimits, Sessions};
 use crate::protocol::{IpNet, TrustedProxies};
@@ -58,6 +60,8 @@ impl PolicyLayer {
                 },
                 origins: Origins::default(),
                 sessions: Arc::new(Sessions::new(SessionLimits::default())),
+                clock: Arc::new(SystemClock),
+                limits: None,
             }),
         }
     }
@@ -70,6 +74,8 @@ impl PolicyLayer {
             gate: shared.gate.clone(),
             origins: shared.origins.clone(),
             sessions: Arc::clone(&shared.sessions),
+            clock: Arc::clone(&shared.clock),
+            limits: shared.limits.clone(),
         });
         change(&mut shared);
         Self {
@@ -139,6 +145,21 @@ impl PolicyLayer {
     /// How many sessions are bound to their principals at once, and for how long unused.
     pub fn session_limits(self, limits: SessionLimits) -> Self {
         self.with(|s| s.sessions = Arc::new(Sessions::new(limits)))
+    }
+
+    /// Reads `context.system.now` from `clock` instead of the system clock (tests of
+    /// time-based policies: a [`crate::ManualClock`]).
+    pub fn clock(self, clock: Arc<dyn Clock>) -> Self {
+        self.with(|s| s.clock = clock)
+    }
+
+    /// Checks every tools/call against `limits` after authentication and before Cedar
+    /// (`docs/rate-limits.md`): a throttled call is answered with HTTP 429 (inside a batch,
+    /// with its JSON-RPC error) and never forwarded. Limits enforce whatever the engine mode:
+    /// LOG_ONLY concerns policies only. Keep a clone to replace the limits on reload
+    /// ([`Limits::replace`]).
+    pub fn rate_limits(self, limits: Limits) -> Self {
+        self.with(|s| s.limits = Some(limits))
     }
 
     /// Takes each caller's identity from an `Arc<Identity>` request extension set by an

@@ -7,14 +7,17 @@
 //! Cedar [`model`] (AuthorizeAction); [`filter`] rewrites the reply (PartiallyAuthorizeActions
 //! on every tools/list answer); [`reply`] writes every answer the layer makes itself;
 //! [`telemetry`] owns the spans. [`limit`] holds the rate limits, counted in the [`state`]
-//! store (memory, or Redis with the `redis` feature); [`temporal`] reads session-aware
-//! (Dogwood) policies into plain Cedar and their conditions. [`PolicyLayer`] / [`PolicyService`] tie
+//! store (memory, or Redis with the `redis` feature) and checked for every tools/call after
+//! authentication and before Cedar. [`clock`] is where `context.system.now` comes from;
+//! [`temporal`] reads session-aware (Dogwood) policies into plain Cedar and their
+//! conditions. [`PolicyLayer`] / [`PolicyService`] tie
 //! it into any tower HTTP service.
 
 #![warn(missing_docs)]
 
 pub mod auth;
 pub mod body;
+pub mod clock;
 pub mod config;
 mod decide;
 pub mod engine;
@@ -33,10 +36,11 @@ pub mod telemetry;
 pub mod temporal;
 
 pub use body::PolicyBody;
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use config::{DenyStyle, ExceptionLevel, Mode, Settings};
 pub use engine::{PolicyEngine, PolicySource};
 pub use layer::PolicyLayer;
 pub use limit::{Admitted, Limits, Throttled};
 pub use protocol::PeerAddr;
-pub use record::{CallRecord, DecisionObserver, ListRecord};
+pub use record::{CallRecord, DecisionObserver, LimitOutcome, LimitRecord, ListRecord};
 pub use service::PolicyService;

@@ -1,12 +1,14 @@
 //! Decision records: what each AuthorizeAction / PartiallyAuthorizeActions decided, handed to
 //! an observer (the sidecar's metrics and decision log) besides the tracing spans.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::config::Mode;
 use crate::engine::{AuthorizeError, Outcome};
+use crate::limit::Throttled;
 
 /// One tools/call decision.
 #[derive(Debug)]
@@ -65,12 +67,51 @@ pub struct ListRecord<'a> {
     pub latency: Duration,
 }
 
+/// One tools/call that the rate limits refused, or let through unchecked because the state
+/// store could not answer (`docs/rate-limits.md`). Calls the limits admitted are not recorded
+/// here: they go on to Cedar and its [`CallRecord`].
+#[derive(Debug)]
+pub struct LimitRecord<'a> {
+    /// The policy engine name.
+    pub engine: &'a str,
+    /// The engine mode (limits enforce in both).
+    pub mode: Mode,
+    /// The principal, as a Cedar uid.
+    pub principal: String,
+    /// The upstream tool name.
+    pub tool: &'a str,
+    /// The request id.
+    pub request_id: &'a Value,
+    /// What happened.
+    pub outcome: LimitOutcome<'a>,
+    /// Time spent checking (a store round trip with Redis).
+    pub latency: Duration,
+}
+
+/// What the rate limits did with a call they recorded.
+#[derive(Debug, Clone, Copy)]
+pub enum LimitOutcome<'a> {
+    /// Refused and answered here (never forwarded): which limit, its key, metric and cause
+    /// (`exceeded`, `blocked`, or `store_unavailable` under `on_error = "deny"`).
+    Throttled(&'a Throttled),
+    /// The store could not answer and `on_error = "allow"` let the call through unchecked;
+    /// these limits applied.
+    Unchecked {
+        /// The ids of the limits that applied.
+        limits: &'a [Arc<str>],
+    },
+}
+
 /// Receives every decision record; the sidecar implements it for metrics and its log.
 pub trait DecisionObserver: Send + Sync + 'static {
     /// A tools/call was decided (or failed to be).
     fn on_call(&self, record: &CallRecord<'_>);
     /// A tools/list response was filtered.
     fn on_list(&self, record: &ListRecord<'_>) {
+        let _ = record;
+    }
+    /// A call was refused by a rate limit, or let through unchecked by a store failure.
+    fn on_limit(&self, record: &LimitRecord<'_>) {
         let _ = record;
     }
     /// A request was refused before any decision: authentication failed.

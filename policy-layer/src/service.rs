@@ -4,10 +4,11 @@
 //!    protocol version and the `Origin`; refused requests go no further.
 //! 2. The RFC 9728 metadata document, for whoever asks ([`crate::auth::metadata`]).
 //! 3. [`auth`](crate::auth): who calls; then whether the session presented is theirs.
-//! 4. GET and DELETE go on without a body; a POST is read, parsed ([`crate::jsonrpc`]) and each
-//!    of its messages decided ([`crate::decide`]); what is allowed goes on, the rest is
-//!    answered here. What goes on carries the verified caller as an `Arc<Identity>` request
-//!    extension, for the inner service to read (never a header the client could write).
+//! 4. GET and DELETE go on without a body; a POST is read, parsed ([`crate::jsonrpc`]), each
+//!    tools/call checked against the rate limits ([`crate::limit`]) and each message decided
+//!    ([`crate::decide`]); what is allowed goes on, the rest is answered here. What goes on
+//!    carries the verified caller as an `Arc<Identity>` request extension, for the inner
+//!    service to read (never a header the client could write).
 //! 5. The reply is rewritten ([`crate::filter`]): list answers filtered, local answers merged;
 //!    a session it hands out is bound to the caller.
 
@@ -28,6 +29,7 @@ use crate::decide::{self, Verdict};
 use crate::exchange::{Exchange, Shared};
 use crate::filter::{self, Rewrite};
 use crate::jsonrpc::{self, Envelope};
+use crate::limit;
 use crate::protocol::session::session_id;
 use crate::protocol::{Route, headers, method};
 use crate::reply::{self, Refusal};
@@ -168,16 +170,31 @@ where
     };
     let span = telemetry::request_span(&envelope, &parts.headers);
     let exchange = Exchange::new(shared, identity, version, span.clone());
+    let mut limited = match limit::step::check(&exchange, &parts.headers, &envelope)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(limited) => limited,
+        Err(throttled) => return Ok(Ok(throttled)),
+    };
     let mut keep: Vec<bool> = Vec::with_capacity(envelope.messages.len());
     let mut answers = Vec::new();
     let mut list_ids = Vec::new();
     span.in_scope(|| {
-        for message in &envelope.messages {
+        for (i, message) in envelope.messages.iter().enumerate() {
             if let (Some("tools/list"), Some(id)) = (message.method(), message.id()) {
                 list_ids.push(id.clone());
             }
+            if let Some(answer) = limited.refusal(i) {
+                keep.push(false);
+                answers.push(answer);
+                continue;
+            }
             match decide::decide(&exchange, message) {
-                Verdict::Forward => keep.push(true),
+                Verdict::Forward => {
+                    keep.push(true);
+                    limited.forwarded(i);
+                }
                 Verdict::Answer(answer) => {
                     keep.push(false);
                     answers.push(answer);
@@ -207,7 +224,7 @@ where
     if let Some(id) = session_id(reply.headers()) {
         shared.sessions.bind(id, &rewrite.exchange.identity);
     }
-    Ok(Ok(filter::rewrite(reply, rewrite).await))
+    Ok(Ok(limited.hold(filter::rewrite(reply, rewrite).await)))
 }
 
 /// Reads and parses a POST: JSON, within the size limit, strict JSON-RPC, and routing headers

@@ -2,7 +2,8 @@
 //! OpenTelemetry MCP semantic conventions (`{mcp.method.name} {tool}`), and under it one
 //! `AuthorizeAction` span per tools/call and one `PartiallyAuthorizeActions` span per
 //! tools/list answer filtered. Their attributes mirror AgentCore's `aws.agentcore.policy.*`
-//! one to one. The library only emits `tracing` spans; exporters are the application's.
+//! one to one. A tools/call that rate limits apply to gets a `CheckRateLimits` span first.
+//! The library only emits `tracing` spans; exporters are the application's.
 
 use http::{HeaderMap, Method};
 use tracing::{Span, field};
@@ -11,6 +12,7 @@ use crate::auth::Identity;
 use crate::config::Settings;
 use crate::engine::{AuthorizeError, Outcome, Snapshot};
 use crate::jsonrpc::{Envelope, Message};
+use crate::limit::{Admitted, Throttled};
 use crate::protocol::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 
 /// The request span of a POST: `{method} {tool}` for a tools/call, else the method.
@@ -167,4 +169,51 @@ pub fn record_listing(span: &Span, allowed: &[String], denied: &[String]) {
     span.record("policy.denied_tools", denied.join(",").as_str());
     span.record("policy.allowed_tools.count", allowed.len());
     span.record("policy.denied_tools.count", denied.len());
+}
+
+/// The `CheckRateLimits` span of one tools/call that rate limits apply to, a child of the
+/// request span; it lasts as long as the store takes to count the call.
+#[must_use]
+pub fn check_rate_limits(tool: &str, store: &'static str) -> Span {
+    tracing::info_span!(
+        "CheckRateLimits",
+        otel.kind = "internal",
+        gen_ai.tool.name = tool,
+        rate_limit.store = store,
+        rate_limit.decision = field::Empty,
+        rate_limit.limits = field::Empty,
+        rate_limit.id = field::Empty,
+        rate_limit.key = field::Empty,
+        rate_limit.metric = field::Empty,
+        rate_limit.cause = field::Empty,
+        rate_limit.retry_after = field::Empty,
+        rate_limit.unchecked = field::Empty,
+    )
+}
+
+/// Records on a `CheckRateLimits` span what the limits said: `ADMITTED` with the limits that
+/// applied (and `rate_limit.unchecked` when a store failure let the call through), or
+/// `THROTTLED` with the limit, its key, metric, cause and `Retry-After`.
+pub fn record_rate_limit(span: &Span, result: Result<&Admitted, &Throttled>) {
+    if span.is_disabled() {
+        return;
+    }
+    match result {
+        Ok(admitted) => {
+            span.record("rate_limit.decision", "ADMITTED");
+            let ids: Vec<&str> = admitted.limits().iter().map(|id| &**id).collect();
+            span.record("rate_limit.limits", ids.join(",").as_str());
+            if admitted.degraded() {
+                span.record("rate_limit.unchecked", true);
+            }
+        }
+        Err(throttled) => {
+            span.record("rate_limit.decision", "THROTTLED");
+            span.record("rate_limit.id", &*throttled.limit);
+            span.record("rate_limit.key", throttled.limit_key.as_str());
+            span.record("rate_limit.metric", throttled.metric.as_str());
+            span.record("rate_limit.cause", throttled.cause.as_str());
+            span.record("rate_limit.retry_after", throttled.retry_after);
+        }
+    }
 }

@@ -5,7 +5,8 @@ use serde_json::Value;
 
 use super::Snapshot;
 use crate::auth::Identity;
-use crate::model::{InputError, TypedInput};
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::model::{InputError, TypedInput, values};
 
 /// The record of one AuthorizeAction: what was decided and why (`docs/cedar-model.md`, `docs/telemetry.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +71,8 @@ pub enum EngineError {
 
 impl Snapshot {
     /// Decides a call of `tool` with `arguments` (a parsed value: test cases, tools) by
-    /// `identity`; the same as [`authorize_json`](Self::authorize_json) of its JSON text.
+    /// `identity`, now by the system clock; the same as
+    /// [`authorize_json`](Self::authorize_json) of its JSON text.
     ///
     /// # Errors
     /// As [`authorize_json`](Self::authorize_json).
@@ -80,12 +82,26 @@ impl Snapshot {
         tool: &str,
         arguments: Option<&Value>,
     ) -> Result<Outcome, AuthorizeError> {
+        self.authorize_at(identity, tool, arguments, SystemClock.now())
+    }
+
+    /// [`authorize`](Self::authorize) with `context.system.now` at `now`.
+    ///
+    /// # Errors
+    /// As [`authorize_json`](Self::authorize_json).
+    pub fn authorize_at(
+        &self,
+        identity: &Identity,
+        tool: &str,
+        arguments: Option<&Value>,
+        now: Timestamp,
+    ) -> Result<Outcome, AuthorizeError> {
         let text = arguments.map(Value::to_string);
-        self.authorize_json(identity, tool, text.as_deref())
+        self.authorize_json_at(identity, tool, text.as_deref(), now)
     }
 
     /// Decides a call of `tool` by `identity` with `arguments` as the client wrote them (JSON
-    /// text, so numbers are typed exactly as written).
+    /// text, so numbers are typed exactly as written), now by the system clock.
     ///
     /// # Errors
     /// [`AuthorizeError::Input`] when the arguments do not fit the tool's schema,
@@ -96,8 +112,25 @@ impl Snapshot {
         tool: &str,
         arguments: Option<&str>,
     ) -> Result<Outcome, AuthorizeError> {
+        self.authorize_json_at(identity, tool, arguments, SystemClock.now())
+    }
+
+    /// [`authorize_json`](Self::authorize_json) with `context.system.now` at `now` (the
+    /// layer reads its [`Clock`] once per call).
+    ///
+    /// # Errors
+    /// As [`authorize_json`](Self::authorize_json).
+    pub fn authorize_json_at(
+        &self,
+        identity: &Identity,
+        tool: &str,
+        arguments: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Outcome, AuthorizeError> {
         let input_type = self.input_type(tool);
-        let context = TypedInput::from_json(arguments, input_type)?.into_context();
+        let system = values::system(now).map_err(EngineError::Request)?;
+        let context =
+            TypedInput::from_json(arguments, input_type)?.into_context_with_system(system);
         let sets = self.index.for_tool(tool);
         let model = &self.model;
         let request = Request::new(

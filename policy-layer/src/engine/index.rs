@@ -36,6 +36,9 @@ pub struct ToolPolicies {
     /// input are the same for all; each policy's action scope holds for each by the index).
     /// `None` when some condition reads `action`.
     pub class: Option<usize>,
+    /// Whether an enforced policy may read `context` beyond `context.input` (the time,
+    /// `context.system.now`): lists are then decided with the time known (`partial.rs`).
+    pub reads_system: bool,
 }
 
 impl ToolPolicies {
@@ -201,6 +204,35 @@ impl PolicyIndex {
             let _ = set.add(loaded.policy.clone());
         }
         out.any_permit = out.active.policies().any(|p| p.effect() == Effect::Permit);
+        out.reads_system = out.active.policies().any(reads_system);
         out
     }
+}
+
+/// Whether `policy` may read `context` other than through `context.input` (`context.system`,
+/// or the whole record): every use of `context` is counted, and those that name `input`
+/// subtracted. Conservative: a policy that passes `context` whole counts as reading it.
+fn reads_system(policy: &cedar_policy::Policy) -> bool {
+    use cedar_policy_core::ast::{ExprKind, Var};
+    let is_context =
+        |e: &cedar_policy_core::ast::Expr| matches!(e.expr_kind(), ExprKind::Var(Var::Context));
+    let condition = AsRef::<cedar_policy_core::ast::Policy>::as_ref(policy).condition();
+    let (mut uses, mut input) = (0_usize, 0_usize);
+    for e in condition.subexpressions() {
+        match e.expr_kind() {
+            ExprKind::Var(Var::Context) => uses += 1,
+            ExprKind::GetAttr { expr, attr } | ExprKind::HasAttr { expr, attr }
+                if is_context(expr) && attr == "input" =>
+            {
+                input += 1;
+            }
+            ExprKind::ExtHasAttr { expr, attrs }
+                if is_context(expr) && attrs.first() == "input" =>
+            {
+                input += 1;
+            }
+            _ => {}
+        }
+    }
+    uses > input
 }

@@ -1,20 +1,29 @@
 //! PartiallyAuthorizeActions: which listed tools a caller could ever be allowed to call.
 //!
-//! Each tool is evaluated with principal, action and resource known and `context` unknown
-//! (Cedar partial evaluation). Only a definite Deny drops a tool; a permit that depends on
-//! the input keeps it listed, and its calls are decided at call time (`docs/request-flow.md`).
+//! Each tool is evaluated with principal, action, resource and `context.system` (the time)
+//! known and `context.input` unknown (Cedar partial evaluation). Only a definite Deny drops a
+//! tool; a permit that depends on the input keeps it listed, and its calls are decided at call
+//! time (`docs/request-flow.md`). A permit that only business hours allow drops the tool from
+//! a list made at night.
 //!
 //! Tools of one index class (the same enforced policies, none reading `action`) are decided
-//! alike, so a list evaluates each class once; and a caller's answers per class are kept with
-//! the snapshot, so the caller's next list under the same policies costs lookups only.
+//! alike, so a list evaluates each class once; and when no policy of the class reads the
+//! time, a caller's answers per class are kept with the snapshot, so the caller's next list
+//! under the same policies costs lookups only.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
-use cedar_policy::{Authorizer, Decision, EntityUid, Request};
+use cedar_policy::{
+    Authorizer, Context, Decision, Effect, EntityUid, PartialResponse, Request,
+    RestrictedExpression,
+};
+use cedar_policy_core::ast::RestrictedExpr;
 
 use super::{EngineError, Snapshot};
 use crate::auth::Identity;
+use crate::clock::{Clock, SystemClock, Timestamp};
+use crate::model::values;
 
 /// What partial evaluation says of one tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +45,8 @@ impl Listing {
 }
 
 impl Snapshot {
-    /// Partially evaluates a call of `tool` by `identity` with the input unknown.
+    /// Partially evaluates a call of `tool` by `identity` with the input unknown, now by
+    /// the system clock.
     ///
     /// # Errors
     /// [`EngineError`] when Cedar cannot build or evaluate the request: the caller fails
@@ -49,10 +59,16 @@ impl Snapshot {
         self.lister(identity).listing(tool)
     }
 
-    /// Lists tools for one caller: what does not depend on the tool is built once, and what
-    /// this caller's earlier lists under this snapshot found is reused.
+    /// Lists tools for one caller, now by the system clock: what does not depend on the tool
+    /// is built once, and what this caller's earlier lists under this snapshot found is reused.
     #[must_use]
     pub fn lister(&self, identity: &Identity) -> Lister<'_> {
+        self.lister_at(identity, SystemClock.now())
+    }
+
+    /// [`lister`](Self::lister) with `context.system.now` at `now`.
+    #[must_use]
+    pub fn lister_at(&self, identity: &Identity, now: Timestamp) -> Lister<'_> {
         let key: Arc<str> = Arc::from(caller_key(identity));
         let known = self.listings.get(&*key).unwrap_or_default();
         Lister {
@@ -63,6 +79,8 @@ impl Snapshot {
             key,
             known,
             found: HashMap::new(),
+            timed: HashMap::new(),
+            now,
         }
     }
 }
@@ -82,6 +100,16 @@ fn caller_key(identity: &Identity) -> String {
 /// A caller's listings by index class, kept with the snapshot.
 pub(crate) type ClassListings = Arc<HashMap<usize, Listing>>;
 
+/// The context of a list: `{ input: unknown("input"), system: { now: unknown("now") } }`.
+///
+/// Both are unknowns because Cedar's partial evaluator reads a field of a context record only
+/// when the record holds nothing but literals and unknowns, and a `datetime` is an extension
+/// value (a function call): with the time in the record, `context.system.now` would stay
+/// unknown. So the first pass leaves the time out, and a residual that reads it is
+/// evaluated again with `now` bound (see [`Lister::listing`]).
+static CONTEXT: LazyLock<Result<Context, String>> =
+    LazyLock::new(|| values::partial_context(values::unknown_system()));
+
 /// [`Snapshot::partially_authorize`] for many tools and one caller.
 #[derive(Debug)]
 pub struct Lister<'a> {
@@ -93,12 +121,15 @@ pub struct Lister<'a> {
     key: Arc<str>,
     /// What earlier lists found, by class.
     known: ClassListings,
-    /// What this list found that they had not.
+    /// What this list found that they had not (classes whose policies ignore the time).
     found: HashMap<usize, Listing>,
+    /// What this list found for classes whose policies read the time: kept for this list only.
+    timed: HashMap<usize, Listing>,
+    now: Timestamp,
 }
 
 impl Lister<'_> {
-    /// Partially evaluates a call of `tool` with the input unknown.
+    /// Partially evaluates a call of `tool` with the input unknown and the time known.
     ///
     /// # Errors
     /// [`EngineError`] when Cedar cannot build or evaluate the request: the caller fails
@@ -112,11 +143,21 @@ impl Lister<'_> {
         let Some(class) = sets.class else {
             return self.evaluate(tool, sets);
         };
-        if let Some(listing) = self.known.get(&class).or_else(|| self.found.get(&class)) {
+        let timeless = !sets.reads_system;
+        let remembered = if timeless {
+            self.known.get(&class).or_else(|| self.found.get(&class))
+        } else {
+            self.timed.get(&class)
+        };
+        if let Some(listing) = remembered {
             return Ok(*listing);
         }
         let listing = self.evaluate(tool, sets)?;
-        self.found.insert(class, listing);
+        if timeless {
+            self.found.insert(class, listing);
+        } else {
+            self.timed.insert(class, listing);
+        }
         Ok(listing)
     }
 
@@ -126,18 +167,56 @@ impl Lister<'_> {
         sets: &crate::engine::ToolPolicies,
     ) -> Result<Listing, EngineError> {
         let snapshot = self.snapshot;
+        let context = CONTEXT
+            .as_ref()
+            .map_err(|e| EngineError::Request(e.clone()))?;
         let request = Request::builder()
             .principal(self.principal.clone())
             .action(snapshot.model.action_uid(tool))
             .resource(self.resource.clone())
+            .context(context.clone())
             .build();
         let entities = snapshot.entities(Arc::clone(&self.principal_entity), tool, sets)?;
-        let response = Authorizer::new().is_authorized_partial(&request, &sets.active, &entities);
-        Ok(match response.decision() {
-            Some(Decision::Allow) => Listing::Allowed,
-            Some(Decision::Deny) => Listing::Denied,
-            None => Listing::Depends,
-        })
+        let authorizer = Authorizer::new();
+        let first = authorizer.is_authorized_partial(&request, &sets.active, &entities);
+        if let Some(decision) = first.decision() {
+            return Ok(decided(decision));
+        }
+        if !sets.reads_system {
+            return Ok(Listing::Depends);
+        }
+        // Some residual may read the time: evaluate the residuals again with `now` bound.
+        let now = values::datetime(self.now)
+            .map(|v| RestrictedExpression::from(RestrictedExpr::from(v)))
+            .map_err(EngineError::Request)?;
+        let second = first
+            .reauthorize_with_bindings([(values::NOW_UNKNOWN, &now)], &authorizer, &entities)
+            .map_err(|e| EngineError::Request(e.to_string()))?;
+        Ok(merged(&first, &second))
+    }
+}
+
+fn decided(decision: Decision) -> Listing {
+    match decision {
+        Decision::Allow => Listing::Allowed,
+        Decision::Deny => Listing::Denied,
+    }
+}
+
+/// The listing of the first pass (time unknown) and the second (its residuals, time known),
+/// by Cedar's rule: a satisfied forbid denies; no permit that is or may be satisfied denies;
+/// a forbid that may be satisfied leaves it open; a satisfied permit allows.
+fn merged(first: &PartialResponse, second: &PartialResponse) -> Listing {
+    let satisfied =
+        |r: &PartialResponse, effect| r.definitely_satisfied().any(|p| p.effect() == effect);
+    let residual = |effect| second.nontrivial_residuals().any(|p| p.effect() == effect);
+    let permit = satisfied(first, Effect::Permit) || satisfied(second, Effect::Permit);
+    if satisfied(second, Effect::Forbid) || (!permit && !residual(Effect::Permit)) {
+        Listing::Denied
+    } else if residual(Effect::Forbid) || !permit {
+        Listing::Depends
+    } else {
+        Listing::Allowed
     }
 }
 

@@ -41,7 +41,7 @@ impl Rewrite {
         let mut allowed = Vec::with_capacity(tools.len());
         let mut denied = Vec::new();
         let mut keep = Vec::with_capacity(tools.len());
-        let mut lister = snapshot.lister(&exchange.identity);
+        let mut lister = snapshot.lister_at(&exchange.identity, exchange.now());
         for tool in tools.iter() {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 keep.push(false);

@@ -73,6 +73,8 @@ impl Rewrite {
                 max_sessions: 1,
                 ..SessionLimits::default()
             })),
+            clock: Arc::new(crate::clock::SystemClock),
+            limits: None,
         };
         Self {
             list_ids,

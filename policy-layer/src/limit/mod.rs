@@ -21,7 +21,9 @@
 
 mod config;
 mod key;
+pub(crate) mod step;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -305,6 +307,12 @@ impl Limits {
         self.inner.index.store(Arc::new(Index::new(set, on_error)));
     }
 
+    /// What a call gets when the store cannot answer (it follows reloads).
+    #[must_use]
+    pub fn on_error(&self) -> OnError {
+        self.inner.index.load().on_error
+    }
+
     /// The store.
     #[must_use]
     pub fn store(&self) -> &Store {
@@ -354,6 +362,43 @@ impl Limits {
         tool: &str,
         arguments: Option<&Value>,
     ) -> Result<Admitted, Throttled> {
+        self.check_with(identity, headers, tool, || arguments.map(Cow::Borrowed))
+            .await
+    }
+
+    /// [`check`](Self::check) with the call's `arguments` as the client wrote them (JSON
+    /// text): they are parsed only when a limit that applies has a `body.<path>` key part.
+    ///
+    /// # Errors
+    /// As [`check`](Self::check).
+    pub async fn check_json(
+        &self,
+        identity: &Identity,
+        headers: &HeaderMap,
+        tool: &str,
+        arguments: Option<&str>,
+    ) -> Result<Admitted, Throttled> {
+        self.check_with(identity, headers, tool, || {
+            arguments
+                .and_then(|text| serde_json::from_str::<Value>(text).ok())
+                .map(Cow::Owned)
+        })
+        .await
+    }
+
+    /// Whether any limit applies to calls of `tool` (one lookup).
+    #[must_use]
+    pub fn applies_to(&self, tool: &str) -> bool {
+        !self.inner.index.load().matching(tool).is_empty()
+    }
+
+    async fn check_with<'a>(
+        &self,
+        identity: &Identity,
+        headers: &HeaderMap,
+        tool: &str,
+        arguments: impl FnOnce() -> Option<Cow<'a, Value>>,
+    ) -> Result<Admitted, Throttled> {
         let index = self.inner.index.load();
         if index.matching(tool).is_empty() {
             return Ok(Admitted::default());
@@ -361,6 +406,14 @@ impl Limits {
         let index = Guard::into_inner(index);
         let matching = index.matching(tool);
         self.inner.checked.fetch_add(1, Ordering::Relaxed);
+        let reads_body = matching.iter().any(|&i| {
+            index.limits[i]
+                .key
+                .iter()
+                .any(|part| matches!(part, KeyPart::Body(_)))
+        });
+        let parsed = if reads_body { arguments() } else { None };
+        let arguments = parsed.as_deref();
         let throttled = |i: usize, limit_key: String, retry_after: Duration, cause| {
             let limit: &RateLimit = &index.limits[i];
             Throttled {

@@ -77,6 +77,13 @@ impl TypedInput {
     pub fn into_context(self) -> Context {
         values::context(self.0)
     }
+
+    /// The Cedar context `{ input: ..., system: ... }`, `system` made by
+    /// [`values::system`] (`{ now: datetime }`).
+    #[must_use]
+    pub fn into_context_with_system(self, system: CedarValue) -> Context {
+        values::context_with_system(self.0, system)
+    }
 }
 
 /// Types one JSON value, given as its text.

@@ -50,7 +50,9 @@ impl GatewaySchema {
 
     /// Generates the schema of a gateway: the `AgentCore` principal and resource types, the
     /// action groups (`Mcp`, `CallTool`, the target, extra groups) and an action
-    /// `<target>___<tool>` per tool, its `context.input` typed from the tool's inputSchema.
+    /// `<target>___<tool>` per tool, its `context.input` typed from the tool's inputSchema and
+    /// its `context.system` the type `System = { now: datetime }` (the generator's
+    /// `@mcp_context` annotation adds it to every action's context).
     ///
     /// # Errors
     /// [`SchemaError`] when the generator rejects a tool description.
@@ -247,6 +249,8 @@ fn stub(model: &ModelConfig) -> String {
   entity UnauthenticatedUser = {{ "id": String }};
   @mcp_resource("Gateway")
   entity Gateway;
+  @mcp_context("system")
+  type System = {{ "now": __cedar::datetime }};
   action "Mcp";
   action "CallTool" in [Action::"Mcp"];
   @mcp_action("{target}")

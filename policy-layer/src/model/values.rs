@@ -11,15 +11,42 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, LazyLock};
 
 use cedar_policy::{Context, Entities, Entity, EntityUid};
-use cedar_policy_core::ast::{self, ExtensionFunction, Name, PartialValue, Value};
+use cedar_policy_core::ast::{
+    self, ExtensionFunction, Name, PartialValue, RestrictedExpr, Unknown, Value,
+};
 use cedar_policy_core::entities::{Entities as CoreEntities, NoEntitiesSchema, TCComputation};
 use cedar_policy_core::extensions::Extensions;
 use smol_str::SmolStr;
 
-static DECIMAL: LazyLock<Option<&'static ExtensionFunction>> = LazyLock::new(|| {
-    let name = Name::parse_unqualified_name("decimal").ok()?;
+use crate::clock::Timestamp;
+
+static DECIMAL: LazyLock<Option<&'static ExtensionFunction>> =
+    LazyLock::new(|| function("decimal"));
+static DURATION: LazyLock<Option<&'static ExtensionFunction>> =
+    LazyLock::new(|| function("duration"));
+static OFFSET: LazyLock<Option<&'static ExtensionFunction>> = LazyLock::new(|| function("offset"));
+/// `datetime("1970-01-01")`: every `now` is this plus an offset in milliseconds.
+static EPOCH: LazyLock<Option<Value>> =
+    LazyLock::new(
+        || match function("datetime")?.call(&[Value::from("1970-01-01")]) {
+            Ok(PartialValue::Value(value)) => Some(value),
+            _ => None,
+        },
+    );
+
+fn function(name: &str) -> Option<&'static ExtensionFunction> {
+    let name = Name::parse_unqualified_name(name).ok()?;
     Extensions::all_available().func(&name).ok()
-});
+}
+
+fn call(function: Option<&'static ExtensionFunction>, args: &[Value]) -> Result<Value, String> {
+    let function = function.ok_or_else(|| "a Cedar extension is not available".to_owned())?;
+    match function.call(args) {
+        Ok(PartialValue::Value(value)) => Ok(value),
+        Ok(PartialValue::Residual(_)) => Err("a Cedar extension returned no value".to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
 
 /// A Cedar `decimal` value from its literal text (`"999.99"`).
 ///
@@ -32,6 +59,32 @@ pub fn decimal(text: &str) -> Result<Value, String> {
         Ok(PartialValue::Residual(_)) => Err(format!("{text} is not a decimal")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+/// A Cedar `datetime` value: `datetime("1970-01-01").offset(duration("<ms>ms"))`, which is
+/// how Cedar itself writes any instant (one short parse, no calendar arithmetic).
+///
+/// # Errors
+/// The datetime extension's own message (an instant Cedar cannot hold).
+pub fn datetime(now: Timestamp) -> Result<Value, String> {
+    let epoch = (*EPOCH)
+        .clone()
+        .ok_or_else(|| "the datetime extension is not available".to_owned())?;
+    let duration = call(
+        *DURATION,
+        &[Value::from(format!("{}ms", now.unix_millis()).as_str())],
+    )?;
+    call(*OFFSET, &[epoch, duration])
+}
+
+/// The `context.system` record of a request decided at `now`: `{ now: datetime }`.
+///
+/// # Errors
+/// As [`datetime`].
+pub fn system(now: Timestamp) -> Result<Value, String> {
+    let mut fields = BTreeMap::new();
+    fields.insert(SmolStr::new_static("now"), datetime(now)?);
+    Ok(record(fields))
 }
 
 /// A Cedar string value.
@@ -70,6 +123,47 @@ pub fn context(input: Value) -> Context {
     let mut fields = BTreeMap::new();
     fields.insert(SmolStr::new_static("input"), input);
     Context::from(ast::Context::Value(Arc::new(fields)))
+}
+
+/// The request context `{ input: <input>, system: <system> }` (`system` from [`system`]).
+#[must_use]
+pub fn context_with_system(input: Value, system: Value) -> Context {
+    let mut fields = BTreeMap::new();
+    fields.insert(SmolStr::new_static("input"), input);
+    fields.insert(SmolStr::new_static("system"), system);
+    Context::from(ast::Context::Value(Arc::new(fields)))
+}
+
+/// The name of the unknown that stands for `context.system.now` while a list is partially
+/// evaluated.
+pub const NOW_UNKNOWN: &str = "now";
+
+/// `{ now: unknown("now") }`: the `system` record of a list's first evaluation.
+#[must_use]
+pub fn unknown_system() -> RestrictedExpr {
+    RestrictedExpr::record([(
+        SmolStr::new_static("now"),
+        RestrictedExpr::unknown(Unknown::new_untyped(NOW_UNKNOWN)),
+    )])
+    .unwrap_or_else(|_| RestrictedExpr::unknown(Unknown::new_untyped("system")))
+}
+
+/// The context of a list: `input` an unknown and `system` as given, so that Cedar's partial
+/// evaluation decides what does not depend on the input and leaves the rest as a residual.
+///
+/// # Errors
+/// Cedar's message when the record cannot be built.
+pub fn partial_context(system: RestrictedExpr) -> Result<Context, String> {
+    let pairs = [
+        (
+            SmolStr::new_static("input"),
+            RestrictedExpr::unknown(Unknown::new_untyped("input")),
+        ),
+        (SmolStr::new_static("system"), system),
+    ];
+    ast::Context::from_pairs(pairs, Extensions::all_available())
+        .map(Context::from)
+        .map_err(|e| e.to_string())
 }
 
 /// An entity with string attributes and string tags, and no parents.

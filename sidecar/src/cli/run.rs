@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use policy_layer::auth::Authenticator;
+use policy_layer::limit::Limits;
 use policy_layer::model::ToolCatalog;
-use policy_layer::{PolicyLayer, PolicySource};
+use policy_layer::state::{BackendSettings, Store};
+use policy_layer::{Clock, Mode, PolicyLayer, PolicySource};
 use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -20,6 +22,7 @@ use super::args::ConfigArg;
 use super::exit::Exit;
 use crate::config::{Config, SchemaSource};
 use crate::feed::engine::{self, EngineFeed};
+use crate::feed::limits::LimitsReloader;
 use crate::feed::reload::Reloader;
 use crate::feed::upstream_tools::ToolsRefresher;
 use crate::feed::{policy_files, tools};
@@ -27,11 +30,12 @@ use crate::observe::admin::{Admin, Readiness};
 use crate::observe::decision_log::{DecisionLog, Observer};
 use crate::observe::logging;
 use crate::observe::metrics::Metrics;
+use crate::observe::store_health::StoreHealth;
 use crate::observe::telemetry::Telemetry;
 use crate::proxy::listener::{self, Drained};
 use crate::proxy::router::McpService;
 use crate::proxy::upstream::{self, HttpClient, Upstream};
-use crate::proxy::{policy, shutdown};
+use crate::proxy::{clock, policy, shutdown};
 
 /// How long admin requests get to finish at shutdown.
 const ADMIN_GRACE: Duration = Duration::from_secs(1);
@@ -71,6 +75,11 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
         .then(DecisionLog::start)
         .transpose()
         .map_err(|e| Exit::failed(format!("starting the decision log: {e}")))?;
+    let (clock, test_clock) = clock::from_env().map_err(Exit::config)?;
+    if test_clock {
+        shared.metrics.test_clock();
+    }
+    let limits = rate_limits(&config, &shared.metrics)?;
     let listeners =
         listener::bind_workers(config.listen.address, config.listen.workers).map_err(|e| {
             Exit::failed(format!(
@@ -82,7 +91,14 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
         .first()
         .and_then(|l| l.local_addr().ok())
         .ok_or_else(|| Exit::failed("listen.address: no address bound"))?;
-    let (layer, authenticator) = policy_layer(&config, &feed, log.clone(), &shared, bound).await?;
+    let (layer, authenticator) = policy_layer(
+        &config,
+        &feed,
+        (log.clone(), limits.clone(), clock),
+        &shared,
+        bound,
+    )
+    .await?;
     let admin_listener = bind("admin.address", config.admin.address).await?;
     shutdown::on_signal(shared.shutdown.clone())
         .map_err(|e| Exit::failed(format!("installing signal handlers: {e}")))?;
@@ -95,12 +111,22 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
         "serving"
     );
     spawn_feeders(&config, &feed, sources, &shared);
+    let reloader = LimitsReloader::new(
+        config.file.clone(),
+        limits.clone(),
+        Arc::clone(&shared.metrics),
+        config.policy.reload_poll,
+    );
+    tokio::spawn(reloader.run(shared.shutdown.clone()));
+    let store_health = StoreHealth::new(limits, Arc::clone(&shared.metrics));
+    tokio::spawn(Arc::clone(&store_health).run(shared.shutdown.clone()));
 
     let mut ready: Vec<Arc<dyn Readiness>> = Vec::new();
     if let Some(authenticator) = &authenticator {
         ready.push(Arc::new(authenticator.clone()));
     }
     ready.push(Arc::new(feed));
+    ready.push(store_health);
     let admin = Admin::new(Arc::clone(&shared.metrics), ready);
     let admin_task = tokio::spawn(listener::serve(
         admin_listener,
@@ -168,21 +194,55 @@ fn feed_engine(
     Ok((feed, sources))
 }
 
-/// The policy layer for the listener bound at `bound` (observed by the metrics and `log`), and
-/// the authenticator, for `/readyz`.
+/// The rate limits of `[[rate_limit]]`, counted in the store `[state]` names (a Redis store
+/// is created even when Redis is down: calls then follow `state.on_error`).
+fn rate_limits(config: &Config, metrics: &Metrics) -> Result<Limits, Exit> {
+    let store = Store::from_settings(&config.state)
+        .map_err(|e| Exit::config(format!("{}: state.url: {e}", config.file.display())))?;
+    let count = config.rate_limits.limits().len();
+    metrics.limits_reload(Some(count));
+    let location = match &config.state.backend {
+        BackendSettings::Memory => "memory".to_owned(),
+        BackendSettings::Redis(url) => url.redacted(),
+    };
+    tracing::info!(
+        rate_limits = count,
+        store = %location,
+        on_error = config.state.on_error.as_str(),
+        "rate limits"
+    );
+    if count > 0 && config.policy.layer.mode == Mode::LogOnly {
+        tracing::info!(
+            "policy.mode = LOG_ONLY concerns policies only: rate limits still refuse the calls they throttle"
+        );
+    }
+    Ok(Limits::new(
+        config.rate_limits.clone(),
+        store,
+        config.state.on_error,
+    ))
+}
+
+/// The policy layer for the listener bound at `bound` (observed by the metrics and the
+/// decision log, with the rate limits and the clock), and the authenticator, for `/readyz`.
 async fn policy_layer(
     config: &Config,
     feed: &EngineFeed,
-    log: Option<DecisionLog>,
+    (log, limits, clock): (Option<DecisionLog>, Limits, Arc<dyn Clock>),
     shared: &Shared,
     bound: SocketAddr,
 ) -> Result<(PolicyLayer, Option<Authenticator>), Exit> {
     let observer = Observer::new(Arc::clone(&shared.metrics), log, config.log.arguments);
-    policy::layer(config, feed.engine().clone(), Arc::new(observer), bound)
+    let parts = policy::Parts {
+        engine: feed.engine().clone(),
+        observer: Arc::new(observer),
+        limits,
+        clock,
+    };
+    policy::layer(config, parts, bound)
         .await
         .map_err(|e| Exit::config(format!("{}: {e}", config.file.display())))
 }
-
 /// Starts one MCP worker per listener: a thread with a single-threaded runtime serving the
 /// router, the layer and an upstream with connections of its own, until shutdown; each
 /// returns how its drain ended.

@@ -7,7 +7,11 @@
 //!   input: { amount: 500, customer_id: C001 }
 //!   expect: ALLOW                                # ALLOW, DENY (or ERROR: input rejected)
 //!   determining: [refund.0]                      # optional: the determining policy ids
+//!   now: 2025-01-15T10:00:00Z                    # optional: context.system.now (RFC 3339)
 //! ```
+//!
+//! A case without `now` is decided at the current time; when the policies of its tool read
+//! `context.system`, a warning says the case depends on when it runs.
 //!
 //! Claims become the principal as a verified JWT's claims do: `sub` is the id, every other
 //! claim a tag (strings as they are, anything else as compact JSON text).
@@ -20,6 +24,7 @@ use policy_layer::auth::{Identity, PrincipalKind};
 use policy_layer::config::Validation;
 use policy_layer::engine::{Enforcement, Snapshot};
 use policy_layer::model::ToolCatalog;
+use policy_layer::{Clock, SystemClock, Timestamp};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -126,6 +131,14 @@ pub struct Case {
     /// The expected determining policies, in any order.
     #[serde(default)]
     pub determining: Option<Vec<String>>,
+    /// `context.system.now`, RFC 3339; absent: the current time.
+    #[serde(default, deserialize_with = "timestamp")]
+    pub now: Option<Timestamp>,
+}
+
+fn timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,7 +218,8 @@ pub struct Got {
 #[must_use]
 pub fn decide(snapshot: &Snapshot, case: &Case) -> Got {
     let identity = identity(case.claims.as_ref());
-    match snapshot.authorize(&identity, &case.tool, case.input.as_ref()) {
+    let now = case.now.unwrap_or_else(|| SystemClock.now());
+    match snapshot.authorize_at(&identity, &case.tool, case.input.as_ref(), now) {
         Ok(outcome) => {
             let mut determining = outcome.determining.clone();
             determining.sort();
@@ -267,6 +281,12 @@ pub fn run(
 ) -> std::io::Result<(usize, usize)> {
     let (mut passed, mut failed) = (0, 0);
     for case in cases {
+        if case.now.is_none() && snapshot.index().for_tool(&case.tool).reads_system {
+            eprintln!(
+                "warning: case `{}` has no `now:` and the policies of `{}` read context.system: it is decided at the current time",
+                case.name, case.tool
+            );
+        }
         match check(case, &decide(snapshot, case)) {
             Ok(()) => {
                 passed += 1;
@@ -364,6 +384,55 @@ mod tests {
              PASS string amount is rejected\n\
              2 passed, 1 failed\n"
         );
+    }
+
+    #[test]
+    fn a_case_is_decided_at_its_now() {
+        let engine = PolicyEngine::from_sources(
+            ModelConfig {
+                target: "RefundTool".into(),
+                ..ModelConfig::default()
+            },
+            &[PolicySource::new(
+                "hours.cedar",
+                r#"@id("business_hours")
+                permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+                when { duration("9h") <= context.system.now.toTime() && context.system.now.toTime() <= duration("17h") };"#,
+            )],
+        )
+        .expect("loads");
+        let snapshot = engine.snapshot().expect("snapshot");
+        let cases = cases(
+            r"
+- name: at ten
+  tool: process_refund
+  now: 2025-01-15T10:00:00Z
+  expect: ALLOW
+  determining: [business_hours]
+- name: at eight in New York is one in the afternoon UTC
+  tool: process_refund
+  now: 2025-01-15T08:00:00-05:00
+  expect: ALLOW
+- name: at night
+  tool: process_refund
+  now: 2025-01-15T23:00:00Z
+  expect: DENY
+",
+        );
+        let mut out = Vec::new();
+        let (passed, failed) = run(&snapshot, &cases, &mut out).expect("runs");
+        assert_eq!(
+            (passed, failed),
+            (3, 0),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.yaml");
+        std::fs::write(&file, "- {name: a, tool: t, expect: DENY, now: tomorrow}\n")
+            .expect("write");
+        let err = read_cases(&file).expect_err("bad now").to_string();
+        assert!(err.contains("not an RFC 3339 date and time"), "{err}");
     }
 
     #[test]

@@ -41,6 +41,15 @@ pub fn overrides(
                 message: "no such config key".to_owned(),
             });
         };
+        if key.repeated {
+            return Err(ConfigError::Env {
+                var,
+                message: format!(
+                    "[[{}]] tables are set in the config file only (a variable cannot say which table it means)",
+                    key.section
+                ),
+            });
+        }
         let value = read(key.kind, value).map_err(|message| ConfigError::Env {
             var: var.clone(),
             message,

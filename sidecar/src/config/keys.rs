@@ -8,7 +8,9 @@
 //!
 //! The keys are found by deserializing the struct from a [`Probe`], a deserializer that holds
 //! no data: asked for a struct it notes the field names serde passes along; asked for a value
-//! it notes which type was asked for (a string, an integer, a list of strings, ...).
+//! it notes which type was asked for (a string, an integer, a list of strings, ...). A section
+//! that is a list of tables (`[[rate_limit]]`) has the keys of its tables, marked
+//! [`Key::repeated`]: no environment variable can say which table it would set.
 
 use std::cell::Cell;
 use std::fmt;
@@ -39,6 +41,8 @@ pub struct Key {
     pub name: &'static str,
     /// How its environment override is written.
     pub kind: Kind,
+    /// Whether the section is a list of tables (`[[section]]`): set in the file only.
+    pub repeated: bool,
 }
 
 /// Every key of `T`, a struct whose fields are the sections, each a struct of keys; in the
@@ -46,22 +50,26 @@ pub struct Key {
 #[must_use]
 pub fn keys<T: DeserializeOwned>() -> Vec<Key> {
     fields::<T>(&[])
+        .0
         .iter()
         .flat_map(|&section| {
-            fields::<T>(&[section]).iter().map(move |&name| Key {
+            let (names, repeated) = fields::<T>(&[section]);
+            names.iter().map(move |&name| Key {
                 section,
                 name,
                 kind: kind::<T>(&[section, name]),
+                repeated,
             })
         })
         .collect()
 }
 
-/// The field names of the struct at `path` in `T` (empty when it is not a struct).
-fn fields<T: DeserializeOwned>(path: &[&'static str]) -> &'static [&'static str] {
+/// The field names of the struct at `path` in `T` (empty when it is not a struct), and
+/// whether it is the element of a list.
+fn fields<T: DeserializeOwned>(path: &[&'static str]) -> (&'static [&'static str], bool) {
     match probe::<T>(path) {
-        Found::Fields(fields) => fields,
-        Found::Nothing | Found::Kind(_) => &[],
+        Found::Fields(fields, repeated) => (fields, repeated),
+        Found::Nothing | Found::Kind(_) => (&[], false),
     }
 }
 
@@ -69,7 +77,7 @@ fn fields<T: DeserializeOwned>(path: &[&'static str]) -> &'static [&'static str]
 fn kind<T: DeserializeOwned>(path: &[&'static str]) -> Kind {
     match probe::<T>(path) {
         Found::Kind(kind) => kind,
-        Found::Nothing | Found::Fields(_) => Kind::Json,
+        Found::Nothing | Found::Fields(..) => Kind::Json,
     }
 }
 
@@ -87,7 +95,8 @@ fn probe<T: DeserializeOwned>(path: &[&'static str]) -> Found {
 #[derive(Debug, Clone, Copy)]
 enum Found {
     Nothing,
-    Fields(&'static [&'static str]),
+    /// A struct's fields; `true` when it is the element of a list.
+    Fields(&'static [&'static str], bool),
     Kind(Kind),
 }
 
@@ -146,7 +155,7 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
     ) -> Result<V::Value, Stop> {
         match self.path.split_first() {
             None => {
-                self.found.set(Found::Fields(fields));
+                self.found.set(Found::Fields(fields, false));
                 Err(Stop)
             }
             Some((&field, rest)) => visitor.visit_map(OneField {
@@ -171,15 +180,25 @@ impl<'de> de::Deserializer<'de> for Probe<'_> {
         visitor.visit_newtype_struct(self)
     }
 
+    /// A list: its element is probed along the same path, so that the keys of a list of
+    /// tables are those of its tables.
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, Stop> {
         let element = Cell::new(Found::Nothing);
         let _ = visitor.visit_seq(OneElement(Some(Probe {
-            path: &[],
+            path: self.path,
             found: &element,
         })));
-        match element.get() {
-            Found::Kind(Kind::Str) => self.leaf(Kind::List),
-            _ => self.leaf(Kind::Json),
+        match (self.path.is_empty(), element.get()) {
+            (true, Found::Kind(Kind::Str)) => self.leaf(Kind::List),
+            (true, Found::Fields(fields, _)) => {
+                self.found.set(Found::Fields(fields, true));
+                Err(Stop)
+            }
+            (true, _) => self.leaf(Kind::Json),
+            (false, found) => {
+                self.found.set(found);
+                Err(Stop)
+            }
         }
     }
 
@@ -306,6 +325,8 @@ mod tests {
         #[serde(default)]
         first: Option<Section>,
         second: Inner,
+        #[serde(default)]
+        third: Vec<Inner>,
     }
 
     #[test]
@@ -327,7 +348,14 @@ mod tests {
                 ("first", "table", Kind::Json),
                 ("first", "entries", Kind::Json),
                 ("second", "name", Kind::Str),
+                ("third", "name", Kind::Str),
             ]
         );
+        let repeated: Vec<&str> = super::keys::<Document>()
+            .into_iter()
+            .filter(|k| k.repeated)
+            .map(|k| k.section)
+            .collect();
+        assert_eq!(repeated, ["third"], "a list of tables is repeated");
     }
 }

@@ -13,13 +13,17 @@ pub mod keys;
 mod listen;
 mod log;
 mod policy;
+mod rate_limit;
+mod state;
 mod upstream;
 mod value;
 
 use std::path::{Path, PathBuf};
 
 use policy_layer::auth::AuthConfig;
+use policy_layer::limit::LimitSet;
 use policy_layer::model::ModelConfig;
+use policy_layer::state::StateSettings;
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue, Deserializer, ValueDeserializer};
@@ -51,6 +55,10 @@ struct Sections {
     auth: AuthConfig,
     #[serde(default)]
     log: log::LogSection,
+    #[serde(default)]
+    rate_limit: rate_limit::RateLimitSection,
+    #[serde(default)]
+    state: state::StateSection,
 }
 
 /// The validated configuration.
@@ -72,6 +80,10 @@ pub struct Config {
     pub auth: AuthConfig,
     /// `[log]`: the decision log and the sidecar's own log.
     pub log: LogSettings,
+    /// `[[rate_limit]]`: the rate limits, checked before Cedar.
+    pub rate_limits: LimitSet,
+    /// `[state]`: where the limits are counted, and what a call gets when that fails.
+    pub state: StateSettings,
 }
 
 impl Config {
@@ -185,6 +197,8 @@ impl Sections {
             policy: self.policy.settings(&base)?,
             auth: auth::settings(self.auth, &base),
             log: self.log.settings(),
+            rate_limits: rate_limit::settings(&self.rate_limit)?,
+            state: state::settings(&self.state)?,
         })
     }
 }
@@ -393,6 +407,81 @@ mode = "none"
         assert_eq!(kind("auth", "issuers"), Some(Kind::Json));
         assert_eq!(kind("auth", "tuning"), None, "not a key of the file");
         assert_eq!(kind("log", "filter"), Some(Kind::Str));
+    }
+
+    #[test]
+    fn rate_limits_and_state_are_read_and_validated() {
+        let text = format!(
+            r#"{MINIMAL}
+[[rate_limit]]
+id = "refunds-per-user"
+tool = "process_refund"
+key = ["jwt.sub"]
+rate = 5
+per = "minute"
+
+[[rate_limit]]
+id = "in-flight"
+metric = "connections"
+rate = 2
+
+[state]
+url = "redis://127.0.0.1:6379/0"
+on_error = "allow"
+"#
+        );
+        let config = parse(&text, &[("POLICY_SIDECAR_STATE_TIMEOUT_MS", "100")]).expect("valid");
+        let ids: Vec<&str> = config.rate_limits.limits().iter().map(|l| &*l.id).collect();
+        assert_eq!(ids, ["refunds-per-user", "in-flight"]);
+        assert_eq!(config.state.on_error, policy_layer::state::OnError::Allow);
+        assert_eq!(config.state.timeout, Duration::from_millis(100));
+        let minimal = parse(MINIMAL, &[]).expect("valid");
+        assert!(minimal.rate_limits.is_empty());
+        assert_eq!(
+            minimal.state.backend,
+            policy_layer::state::BackendSettings::Memory
+        );
+    }
+
+    #[test]
+    fn a_bad_rate_limit_or_state_key_is_named() {
+        let text = format!(
+            "{MINIMAL}\n[[rate_limit]]\nid = \"a\"\nkey = [\"jwt.\"]\nrate = 1\nper = \"second\"\n"
+        );
+        assert_eq!(
+            parse(&text, &[]).expect_err("bad key").to_string(),
+            "/etc/sidecar/policy-sidecar.toml: rate_limit: \"a\": key \"jwt.\": jwt.<claim> needs a claim name"
+        );
+        let text = format!("{MINIMAL}\n[[rate_limit]]\nid = \"a\"\nrate = 1\nburst = 2\n");
+        let err = parse(&text, &[]).expect_err("unknown key").to_string();
+        assert!(err.contains("unknown field `burst`"), "{err}");
+        let text = format!("{MINIMAL}\n[state]\non_error = \"maybe\"\n");
+        assert_eq!(
+            parse(&text, &[]).expect_err("bad word").to_string(),
+            "/etc/sidecar/policy-sidecar.toml: state.on_error: expected one of deny, allow, got \"maybe\""
+        );
+    }
+
+    #[test]
+    fn rate_limit_tables_are_not_set_from_the_environment() {
+        let err = parse(MINIMAL, &[("POLICY_SIDECAR_RATE_LIMIT_RATE", "5")])
+            .expect_err("repeated")
+            .to_string();
+        assert_eq!(
+            err,
+            "environment variable POLICY_SIDECAR_RATE_LIMIT_RATE: [[rate_limit]] tables are set in the config file only (a variable cannot say which table it means)"
+        );
+        let keys = Config::keys();
+        let rate = keys
+            .iter()
+            .find(|k| k.section == "rate_limit" && k.name == "key")
+            .expect("rate_limit.key is a key");
+        assert!(rate.repeated);
+        assert_eq!(rate.kind, Kind::List);
+        assert!(
+            keys.iter()
+                .any(|k| k.section == "state" && k.name == "on_error" && !k.repeated)
+        );
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Reloader {
 
 /// Starts file notifications for `paths`: folders recursively, files through their parent
 /// folder (editors and ConfigMap updates replace files rather than write them in place).
-fn watch(paths: &[PathBuf], changed: Arc<Notify>) -> Option<RecommendedWatcher> {
+pub(crate) fn watch(paths: &[PathBuf], changed: Arc<Notify>) -> Option<RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         if event.is_ok_and(|e| !e.kind.is_access()) {
             changed.notify_one();

@@ -1,6 +1,7 @@
 //! The admin listener: `/livez` (the process serves), `/readyz` (the issuers' keys, the
-//! policies and, with `schema = "upstream"`, the tool catalog are loaded) and `/metrics`
-//! (OpenMetrics when asked for, as Prometheus does, else the Prometheus text format).
+//! policies and, with `schema = "upstream"`, the tool catalog are loaded; a state store that
+//! does not answer is reported in its text, not its status) and `/metrics` (OpenMetrics when
+//! asked for, as Prometheus does, else the Prometheus text format).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +18,11 @@ use super::metrics::{self, Metrics};
 pub trait Readiness: Send + Sync {
     /// What is still missing (`None`: ready), as `/readyz` says it: `waiting for <this>`.
     fn waiting_for(&self) -> Option<&'static str>;
+
+    /// A line `/readyz` adds to its text without changing its status (a degraded dependency).
+    fn detail(&self) -> Option<String> {
+        None
+    }
 }
 
 impl Readiness for Authenticator {
@@ -64,7 +70,14 @@ impl Admin {
         match request.uri().path() {
             "/livez" => text(StatusCode::OK, "ok\n".to_owned()),
             "/readyz" => match self.ready.iter().find_map(|r| r.waiting_for()) {
-                None => text(StatusCode::OK, "ready\n".to_owned()),
+                None => {
+                    let mut body = "ready\n".to_owned();
+                    for detail in self.ready.iter().filter_map(|r| r.detail()) {
+                        body.push_str(&detail);
+                        body.push('\n');
+                    }
+                    text(StatusCode::OK, body)
+                }
                 Some(missing) => text(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("not ready: waiting for {missing}\n"),

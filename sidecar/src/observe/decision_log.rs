@@ -1,6 +1,6 @@
 //! The decision log (see `sidecar/README.md`): one JSON object per line on stdout for every tools/call
-//! decision and tools/list filtering, and the [`DecisionObserver`] that feeds it and the
-//! metrics.
+//! decision (a call refused by a rate limit included) and tools/list filtering, and the
+//! [`DecisionObserver`] that feeds it and the metrics.
 //!
 //! Each line is serialized straight into a shared buffer (no intermediate JSON value, no
 //! allocation per line once the buffer has grown) that a writer thread of its own empties to
@@ -15,7 +15,10 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::SystemTime;
 
-use policy_layer::{CallRecord, DecisionObserver, ListRecord, Mode};
+use policy_layer::limit::ThrottleCause;
+use policy_layer::{
+    CallRecord, DecisionObserver, LimitOutcome, LimitRecord, ListRecord, Mode, Throttled,
+};
 use serde::Serialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
@@ -198,6 +201,7 @@ impl Serialize for Now {
 enum Line<'a> {
     Call(CallLine<'a>),
     List(ListLine<'a>),
+    Throttled(ThrottledLine<'a>),
 }
 
 /// The fields every line starts with.
@@ -281,6 +285,31 @@ struct ListLine<'a> {
     dropped_before: Option<u64>,
 }
 
+/// A tools/call the rate limits refused: it was never decided by Cedar nor forwarded.
+#[derive(Serialize)]
+struct ThrottledLine<'a> {
+    #[serde(flatten)]
+    head: Head<'a>,
+    tool: &'a str,
+    request_id: &'a Value,
+    decision: &'static str,
+    forwarded: bool,
+    latency_us: u64,
+    rate_limit: RateLimitField<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dropped_before: Option<u64>,
+}
+
+/// Which limit refused a call, as the throttled reply's `data` says it, and why.
+#[derive(Serialize)]
+struct RateLimitField<'a> {
+    id: &'a str,
+    key: &'a str,
+    metric: &'static str,
+    cause: &'static str,
+    retry_after: u64,
+}
+
 fn micros(latency: std::time::Duration) -> u64 {
     u64::try_from(latency.as_micros()).unwrap_or(u64::MAX)
 }
@@ -329,6 +358,37 @@ fn call_line<'a>(
             Arguments::Logged(record.arguments.and_then(|a| serde_json::from_str(a).ok()))
         } else {
             Arguments::Redacted("[redacted]")
+        },
+        dropped_before,
+    })
+}
+
+/// The decision-log line of a call refused by a rate limit.
+fn throttled_line<'a>(
+    record: &'a LimitRecord<'a>,
+    throttled: &'a Throttled,
+    trace_id: &'a str,
+    dropped_before: Option<u64>,
+) -> Line<'a> {
+    Line::Throttled(ThrottledLine {
+        head: Head::new(
+            "tools/call",
+            trace_id,
+            record.engine,
+            record.mode,
+            &record.principal,
+        ),
+        tool: record.tool,
+        request_id: record.request_id,
+        decision: "THROTTLED",
+        forwarded: false,
+        latency_us: micros(record.latency),
+        rate_limit: RateLimitField {
+            id: &throttled.limit,
+            key: &throttled.limit_key,
+            metric: throttled.metric.as_str(),
+            cause: throttled.cause.as_str(),
+            retry_after: throttled.retry_after,
         },
         dropped_before,
     })
@@ -396,6 +456,25 @@ impl DecisionObserver for Observer {
             with_trace_id(|trace_id| {
                 log.write(|dropped| list_line(record, trace_id, dropped));
             });
+        }
+    }
+
+    fn on_limit(&self, record: &LimitRecord<'_>) {
+        match record.outcome {
+            LimitOutcome::Throttled(throttled) => {
+                self.metrics
+                    .throttled(&throttled.limit, throttled.cause.as_str());
+                if throttled.cause == ThrottleCause::StoreUnavailable {
+                    self.metrics.store_error("deny");
+                }
+                if let Some(log) = &self.log {
+                    with_trace_id(|trace_id| {
+                        log.write(|dropped| throttled_line(record, throttled, trace_id, dropped));
+                    });
+                }
+            }
+            // The call goes on to Cedar, and its decision line.
+            LimitOutcome::Unchecked { .. } => self.metrics.store_error("allow"),
         }
     }
 
@@ -578,5 +657,37 @@ mod tests {
             None
         );
         assert_eq!(trace_id_from_traceparent("garbage"), None);
+    }
+
+    #[test]
+    fn a_throttled_call_line_names_the_limit_and_was_not_forwarded() {
+        use policy_layer::limit::{Metric, Per};
+        let throttled = Throttled {
+            limit: "refunds-per-user".into(),
+            limit_key: "refunds-per-user/alice".to_owned(),
+            metric: Metric::Requests(Per::Minute),
+            retry_after: 42,
+            cause: ThrottleCause::Exceeded,
+        };
+        let id = json!(7);
+        let record = LimitRecord {
+            engine: "RefundPolicyEngine",
+            mode: Mode::Enforce,
+            principal: "AgentCore::OAuthUser::\"alice\"".to_owned(),
+            tool: "process_refund",
+            request_id: &id,
+            outcome: LimitOutcome::Throttled(&throttled),
+            latency: Duration::from_micros(3),
+        };
+        let line = to_value(&throttled_line(&record, &throttled, "", None));
+        assert_eq!(line["kind"], "tools/call");
+        assert_eq!(line["decision"], "THROTTLED");
+        assert_eq!(line["forwarded"], false);
+        assert_eq!(line["request_id"], 7);
+        assert_eq!(
+            line["rate_limit"],
+            json!({"id": "refunds-per-user", "key": "refunds-per-user/alice",
+                   "metric": "requests", "cause": "exceeded", "retry_after": 42})
+        );
     }
 }

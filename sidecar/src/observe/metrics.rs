@@ -57,6 +57,17 @@ struct StatusLabels {
     status: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    limit: String,
+    cause: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OnErrorLabels {
+    on_error: &'static str,
+}
+
 /// Every metric the sidecar exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -73,6 +84,12 @@ pub struct Metrics {
     tools: Gauge,
     tool_labels: BoundedLabels,
     policy_labels: BoundedLabels,
+    throttled: Family<LimitLabels, Counter>,
+    store_errors: Family<OnErrorLabels, Counter>,
+    limit_reloads: Family<ResultLabels, Counter>,
+    limits: Gauge,
+    store_up: Gauge,
+    test_clock: Gauge,
 }
 
 /// The label values handed out so far for one label, at most `limit` of them.
@@ -183,6 +200,42 @@ impl Metrics {
             "Tools in the catalog that types call inputs",
             tools.clone(),
         );
+        let throttled = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "mcp_policy_rate_limited_calls",
+            "tools/call refused by a rate limit (never forwarded), by limit id and cause (exceeded, blocked: rate 0, store_unavailable: the state store failed and on_error = deny)",
+            throttled.clone(),
+        );
+        let store_errors = Family::<OnErrorLabels, Counter>::default();
+        registry.register(
+            "mcp_policy_rate_limit_store_errors",
+            "Calls the state store could not count, by what state.on_error made of them (deny: refused, allow: let through unchecked)",
+            store_errors.clone(),
+        );
+        let limit_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "mcp_policy_rate_limit_reloads",
+            "Rate limit loads from the config file (start and hot reload) by result (success, failure)",
+            limit_reloads.clone(),
+        );
+        let limits = Gauge::default();
+        registry.register(
+            "mcp_policy_rate_limits_loaded",
+            "Rate limits in force",
+            limits.clone(),
+        );
+        let store_up = Gauge::default();
+        registry.register(
+            "mcp_policy_state_store_up",
+            "Whether the state store answered its last health check (1) or not (0); the memory store always does",
+            store_up.clone(),
+        );
+        let test_clock = Gauge::default();
+        registry.register(
+            "mcp_policy_test_clock",
+            "1 when context.system.now is read from the test clock file (MCP_POLICY_TEST_CLOCK_FILE), never in production",
+            test_clock.clone(),
+        );
         Self {
             registry,
             decisions,
@@ -197,6 +250,12 @@ impl Metrics {
             tools,
             tool_labels: BoundedLabels::new(MAX_TOOL_LABELS, OTHER_TOOL),
             policy_labels: BoundedLabels::new(MAX_POLICY_LABELS, OTHER_POLICY),
+            throttled,
+            store_errors,
+            limit_reloads,
+            limits,
+            store_up,
+            test_clock,
         }
     }
 
@@ -294,6 +353,49 @@ impl Metrics {
     pub fn upstream(&self, status: Option<u16>) {
         let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
         self.upstream.get_or_create(&StatusLabels { status }).inc();
+    }
+
+    /// Counts a call refused by the rate limits: by the limit `limit` for `cause`.
+    pub fn throttled(&self, limit: &str, cause: &'static str) {
+        self.throttled
+            .get_or_create(&LimitLabels {
+                limit: limit.to_owned(),
+                cause,
+            })
+            .inc();
+    }
+
+    /// Counts a call the state store could not count, refused (`deny`) or let through
+    /// (`allow`).
+    pub fn store_error(&self, on_error: &'static str) {
+        self.store_errors
+            .get_or_create(&OnErrorLabels { on_error })
+            .inc();
+    }
+
+    /// Counts a rate limit load; on success also records how many limits are in force.
+    pub fn limits_reload(&self, success: Option<usize>) {
+        let result = if success.is_some() {
+            "success"
+        } else {
+            "failure"
+        };
+        self.limit_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        if let Some(count) = success {
+            self.limits.set(i64::try_from(count).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Records whether the state store answered its last health check.
+    pub fn store_up(&self, up: bool) {
+        self.store_up.set(i64::from(up));
+    }
+
+    /// Records that the test clock is in use.
+    pub fn test_clock(&self) {
+        self.test_clock.set(1);
     }
 
     /// The metrics in OpenMetrics text.
@@ -454,6 +556,10 @@ mod tests {
         metrics.upstream(None);
         metrics.jwt_failure("expired");
         metrics.list(3, 1, false);
+        metrics.throttled("refunds-per-user", "exceeded");
+        metrics.store_error("deny");
+        metrics.limits_reload(Some(2));
+        metrics.store_up(true);
         let text = metrics.encode();
         for line in [
             r#"mcp_policy_decisions_total{decision="DENY",mode="ENFORCE",tool="process_refund"} 1"#,
@@ -465,6 +571,12 @@ mod tests {
             r#"mcp_policy_jwt_failures_total{reason="expired"} 1"#,
             r#"mcp_policy_list_filtered_tools_total{result="allowed"} 3"#,
             "mcp_policy_evaluation_seconds_count 1",
+            r#"mcp_policy_rate_limited_calls_total{limit="refunds-per-user",cause="exceeded"} 1"#,
+            r#"mcp_policy_rate_limit_store_errors_total{on_error="deny"} 1"#,
+            r#"mcp_policy_rate_limit_reloads_total{result="success"} 1"#,
+            "mcp_policy_rate_limits_loaded 2",
+            "mcp_policy_state_store_up 1",
+            "mcp_policy_test_clock 0",
         ] {
             assert!(text.contains(line), "{line} missing in\n{text}");
         }

@@ -1,12 +1,14 @@
 //! The policy layer between the router and the upstream: the library's `PolicyLayer` with
-//! the `[policy]` settings, the decision observer, the `[auth]` authentication, and what
-//! `[listen]` says of the other end (origins, trusted proxies, public URL, sessions).
+//! the `[policy]` settings, the decision observer, the `[auth]` authentication, what
+//! `[listen]` says of the other end (origins, trusted proxies, public URL, sessions), the
+//! rate limits (`[[rate_limit]]`, `[state]`) and the clock.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use policy_layer::auth::{AuthMode, Authenticator, protected_resource_metadata};
-use policy_layer::{DecisionObserver, PolicyEngine, PolicyLayer};
+use policy_layer::limit::Limits;
+use policy_layer::{Clock, DecisionObserver, PolicyEngine, PolicyLayer};
 
 use crate::config::Config;
 use crate::config::KeyError;
@@ -22,21 +24,36 @@ pub enum LayerSetupError {
     Listen(KeyError),
 }
 
-/// The layer deciding with `engine` for the listener bound at `bound`, and the authenticator
-/// (for `/readyz`; `None` without authentication).
+/// What the layer decides with besides the config: the engine, the observer of its
+/// decisions, the rate limits (always set, so that limits added by a reload apply) and the
+/// clock.
+pub struct Parts {
+    /// The policy engine.
+    pub engine: PolicyEngine,
+    /// The metrics and the decision log.
+    pub observer: Arc<dyn DecisionObserver>,
+    /// The rate limits and their store.
+    pub limits: Limits,
+    /// Where `context.system.now` comes from.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The layer for the listener bound at `bound`, and the authenticator (for `/readyz`; `None`
+/// without authentication).
 ///
 /// # Errors
 /// [`LayerSetupError`] naming the key.
 pub async fn layer(
     config: &Config,
-    engine: PolicyEngine,
-    observer: Arc<dyn DecisionObserver>,
+    parts: Parts,
     bound: SocketAddr,
 ) -> Result<(PolicyLayer, Option<Authenticator>), LayerSetupError> {
     let listen = &config.listen;
-    let mut layer = PolicyLayer::new(engine)
+    let mut layer = PolicyLayer::new(parts.engine)
         .settings(config.policy.layer.clone())
-        .observer(observer)
+        .observer(parts.observer)
+        .rate_limits(parts.limits)
+        .clock(parts.clock)
         .allowed_origins(listen.origins(bound).map_err(LayerSetupError::Listen)?)
         .trusted_proxies(listen.trusted_proxies.clone())
         .session_limits(listen.sessions);

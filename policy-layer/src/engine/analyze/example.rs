@@ -14,6 +14,7 @@ use cedar_policy_symcc::Env;
 use serde_json::{Map, Value, json};
 
 use crate::auth::{Identity, PrincipalKind};
+use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::engine::Snapshot;
 use crate::engine::policies::{LoadedPolicies, LoadedPolicy};
 use crate::model::{ActionModel, ToolCatalog};
@@ -56,9 +57,10 @@ impl Replay {
         identity: &Identity,
         tool: &str,
         input: &Value,
+        now: Timestamp,
     ) -> Option<Decision> {
         snapshot
-            .authorize(identity, tool, Some(input))
+            .authorize_at(identity, tool, Some(input), now)
             .ok()
             .map(|outcome| outcome.decision)
     }
@@ -86,13 +88,23 @@ impl Replay {
                 0,
             )),
         };
+        // The witness's `context.system.now`, when the policies of the tool read the time.
+        let now = self
+            .enforced
+            .index()
+            .for_tool(&tool)
+            .reads_system
+            .then(|| witness_now(env))
+            .flatten();
+        let at = now.unwrap_or_else(|| SystemClock.now());
         let holds = |identity: &Identity, input: &Value| {
-            let decision = Self::decides(&self.enforced, identity, &tool, input);
+            let decision = Self::decides(&self.enforced, identity, &tool, input, at);
             match &permit_only {
                 None => decision == Some(Decision::Allow),
                 Some(permit) => {
                     decision == Some(Decision::Deny)
-                        && Self::decides(permit, identity, &tool, input) == Some(Decision::Allow)
+                        && Self::decides(permit, identity, &tool, input, at)
+                            == Some(Decision::Allow)
                 }
             }
         };
@@ -110,7 +122,7 @@ impl Replay {
             }
             for identity in &identities {
                 if holds(identity, &input) {
-                    return Some(render(&tool, identity, input, shows));
+                    return Some(render(&tool, identity, input, now, shows));
                 }
             }
         }
@@ -155,7 +167,33 @@ fn identities(env: &Env, principal: &EntityUid) -> Vec<Identity> {
         .collect()
 }
 
-fn render(tool: &str, identity: &Identity, input: Value, shows: &Shows<'_>) -> Value {
+/// The witness's `context.system.now`: Cedar writes a datetime as
+/// `datetime("1970-01-01").offset(duration("<ms>ms"))` (whatever the order of the call).
+fn witness_now(env: &Env) -> Option<Timestamp> {
+    let context = env.request.context()?;
+    let EvalResult::Record(system) = context.get("system")? else {
+        return None;
+    };
+    match system.get("now")? {
+        EvalResult::ExtensionValue(text) => datetime_millis(text).map(Timestamp::from_unix_millis),
+        _ => None,
+    }
+}
+
+/// The milliseconds of a datetime's Cedar text (see [`witness_now`]).
+fn datetime_millis(text: &str) -> Option<i64> {
+    let start = text.find("duration(\"")? + "duration(\"".len();
+    let rest = &text[start..];
+    rest[..rest.find("ms\"")?].parse().ok()
+}
+
+fn render(
+    tool: &str,
+    identity: &Identity,
+    input: Value,
+    now: Option<Timestamp>,
+    shows: &Shows<'_>,
+) -> Value {
     let mut case = Map::new();
     case.insert("name".into(), json!(format!("solver example: {tool}")));
     if identity.kind == PrincipalKind::OAuthUser {
@@ -168,6 +206,9 @@ fn render(tool: &str, identity: &Identity, input: Value, shows: &Shows<'_>) -> V
     }
     case.insert("tool".into(), json!(tool));
     case.insert("input".into(), input);
+    if let Some(now) = now {
+        case.insert("now".into(), json!(now.to_string()));
+    }
     let expect = match shows {
         Shows::Allowed => "ALLOW",
         Shows::DeniedDespite(_) => "DENY",
@@ -287,6 +328,15 @@ mod tests {
         let mut pointers = number_pointers(&input);
         pointers.sort();
         assert_eq!(pointers, ["/amount", "/a~1b", "/items/0/n"]);
+    }
+
+    #[test]
+    fn a_datetime_is_read_from_its_cedar_text() {
+        let value =
+            crate::model::values::datetime(Timestamp::from_unix_millis(-1_234)).expect("datetime");
+        let text = EvalResult::from(value).to_string();
+        assert_eq!(datetime_millis(&text), Some(-1_234), "{text}");
+        assert_eq!(datetime_millis(r#"decimal("1.0")"#), None);
     }
 
     #[test]
