@@ -77,6 +77,13 @@ impl TypedInput {
     pub fn into_context(self) -> Context {
         values::context(self.0)
     }
+
+    /// The typed value itself (the contexts of the actions beyond tool calls are built from
+    /// it, `model/params.rs`).
+    #[must_use]
+    pub fn into_value(self) -> CedarValue {
+        self.0
+    }
 }
 
 /// Types one JSON value, given as its text.
