@@ -17,6 +17,8 @@
 
 use std::fmt;
 use std::sync::Arc;
+#[cfg(test)]
+use std::sync::Mutex;
 
 use futures_util::future::BoxFuture;
 use serde_json::Value;
@@ -38,6 +40,8 @@ pub const MAX_QUEUED_ANSWERS: usize = 64;
 pub struct ServerAnswers {
     post: Post,
     queue: Option<mpsc::Sender<String>>,
+    /// Answers dropped because too many were waiting.
+    dropped: u64,
 }
 
 impl fmt::Debug for ServerAnswers {
@@ -52,7 +56,11 @@ impl ServerAnswers {
     /// Answers sent with `post`.
     #[must_use]
     pub fn new(post: Post) -> Self {
-        Self { post, queue: None }
+        Self {
+            post,
+            queue: None,
+            dropped: 0,
+        }
     }
 
     /// Queues `answer`; the task sending them starts with the first.
@@ -74,6 +82,7 @@ impl ServerAnswers {
         if let Some(queue) = &self.queue
             && queue.try_send(answer).is_err()
         {
+            self.dropped += 1;
             tracing::warn!(
                 limit = MAX_QUEUED_ANSWERS,
                 "too many answers to the server's denied requests waiting; one is dropped (the request still never reaches the client)"
@@ -157,5 +166,110 @@ impl Rewrite {
             params::server_request(action, params),
         );
         reply::for_request(id, result.as_ref(), exchange.settings(), exchange.marking())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::{PolicyEngine, PolicySource};
+    use crate::filter::sse::SseRewriter;
+    use crate::model::{Govern, ModelConfig};
+
+    /// Posts that never finish, counting how many started.
+    fn stuck(started: &Arc<AtomicUsize>) -> Post {
+        let started = Arc::clone(started);
+        Arc::new(move |_answer| {
+            started.fetch_add(1, Ordering::SeqCst);
+            Box::pin(std::future::pending())
+        })
+    }
+
+    #[tokio::test]
+    async fn answers_wait_in_a_bounded_queue_sent_one_at_a_time() {
+        let started = Arc::new(AtomicUsize::new(0));
+        let mut answers = ServerAnswers::new(stuck(&started));
+        for i in 0..200 {
+            answers.send(format!("answer {i}"));
+        }
+        // The sending task has not run yet (one thread): the queue holds what it can.
+        assert_eq!(answers.dropped, 200 - MAX_QUEUED_ANSWERS as u64);
+        tokio::task::yield_now().await;
+        assert_eq!(
+            started.load(Ordering::SeqCst),
+            1,
+            "one post at a time, in order"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_denied_request_is_dropped_and_its_answer_sent_in_order() {
+        let engine = PolicyEngine::from_sources(
+            ModelConfig {
+                govern: Govern::all(),
+                ..ModelConfig::default()
+            },
+            &[PolicySource::new(
+                "p.cedar",
+                r#"permit(principal, action == AgentCore::Action::"ListRoots", resource);"#,
+            )],
+        )
+        .expect("policies");
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let post: Post = {
+            let sent = Arc::clone(&sent);
+            Arc::new(move |answer| {
+                sent.lock().expect("lock").push(answer);
+                Box::pin(async {})
+            })
+        };
+        let snapshot = engine.snapshot();
+        let rewrite = Rewrite::for_testing_with(
+            engine,
+            Vec::new(),
+            Vec::new(),
+            snapshot,
+            Some(ServerAnswers::new(post)),
+        );
+        let mut sse = SseRewriter::new(rewrite, 1 << 16);
+        let stream = concat!(
+            "id: 1\ndata: {\"jsonrpc\":\"2.0\",\"id\":\"a\",\"method\":\"sampling/createMessage\",\"params\":{\"maxTokens\":1}}\n\n",
+            "data: {\"jsonrpc\":\"2.0\",\"id\":\"b\",\"method\":\"roots/list\"}\n\n",
+            "data: {\"jsonrpc\":\"2.0\",\"id\":\"c\",\"method\":\"elicitation/create\",\"params\":{\"message\":\"m\"}}\n\n",
+            "data: {\"jsonrpc\":\"2.0\",\"method\":\"sampling/createMessage\"}\n\n",
+        );
+        let mut out = sse.feed(bytes::Bytes::from(stream)).expect("fits").to_vec();
+        out.extend_from_slice(&sse.finish());
+        let out = String::from_utf8(out).expect("utf8");
+        assert_eq!(
+            out,
+            concat!(
+                "id: 1\n\n",
+                "data: {\"jsonrpc\":\"2.0\",\"id\":\"b\",\"method\":\"roots/list\"}\n\n",
+                "data: {\"jsonrpc\":\"2.0\",\"method\":\"sampling/createMessage\"}\n\n",
+            ),
+            "denied requests dropped (their id kept for resumption), notifications pass"
+        );
+        drop(sse);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while sent.lock().expect("lock").len() < 2 && std::time::Instant::now() < deadline {
+            tokio::task::yield_now().await;
+        }
+        let sent: Vec<Value> = sent
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|a| serde_json::from_str(a).expect("json"))
+            .collect();
+        assert_eq!(sent.len(), 2);
+        assert_eq!(
+            (sent[0]["id"].clone(), sent[1]["id"].clone()),
+            (json!("a"), json!("c"))
+        );
+        assert_eq!(sent[0]["error"]["code"], -32002);
     }
 }
