@@ -112,14 +112,14 @@ def remember(method: str, outcome: dict) -> None:
 
 
 @server.tool()
-async def ask_llm(question: str, ctx: Context) -> str:
+async def ask_llm(question: str, ctx: Context, max_tokens: int = 50) -> str:
     """Asks the client's model (sampling/createMessage)."""
     try:
         result = await ctx.session.create_message(
             messages=[
                 SamplingMessage(role="user", content=TextContent(type="text", text=question))
             ],
-            max_tokens=50,
+            max_tokens=max_tokens,
             related_request_id=related(ctx),
         )
     except Exception as error:  # the client's (or the sidecar's) error answer
