@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use policy_layer::auth::Authenticator;
 use policy_layer::limit::Limits;
-use policy_layer::model::ToolCatalog;
+use policy_layer::model::Capability;
 use policy_layer::state::{BackendSettings, Store};
 use policy_layer::{Clock, Mode, PolicyLayer, PolicySource};
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -183,7 +182,7 @@ fn feed_engine(
         Arc::clone(metrics),
     );
     if let Some(tools) = file_tools {
-        feed.set_catalog(ToolCatalog::from_list(&Value::Array(tools)));
+        feed.set_catalog(tools.catalog());
     }
     metrics.reload(Some(policies.policies.len()));
     feed.set_policies(policies).map_err(|refused| {
@@ -310,6 +309,7 @@ fn spawn_feeders(config: &Config, feed: &EngineFeed, sources: Vec<PolicySource>,
             feed: feed.clone(),
             list_changed: Arc::clone(&shared.list_changed),
             every: config.policy.tools_refresh,
+            prompts: config.policy.govern.governs(Capability::Prompts),
         };
         tokio::spawn(refresher.run(shared.shutdown.clone()));
     }

@@ -1,9 +1,6 @@
 //! `validate`: load the config and the policies, validate them against the schema (from the
 //! tools file, a `.cedarschema`, or the upstream when it answers); report every error.
 
-use policy_layer::model::ToolCatalog;
-use serde_json::Value;
-
 use super::args::ConfigArg;
 use super::exit::Exit;
 use crate::config::Config;
@@ -29,7 +26,7 @@ pub async fn validate(args: &ConfigArg) -> Result<(), Exit> {
     let engine = engine::build(&config).map_err(Exit::config)?;
     match tools::tools_for(&config, None).await {
         Ok(Some(tools)) => {
-            let _ = engine.set_catalog(ToolCatalog::from_list(&Value::Array(tools)));
+            let _ = engine.set_catalog(tools.catalog());
         }
         Ok(None) => {}
         Err(e) => println!("warning: {e}; policies are checked without the upstream's schema"),

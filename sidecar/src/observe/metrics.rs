@@ -263,7 +263,13 @@ impl Metrics {
     /// that determined the denial.
     pub fn call(&self, record: &CallRecord<'_>) {
         let mode = record.mode.as_str();
-        self.decision(record.decision(), mode, record.tool, record.latency);
+        // Other requests count under their method: what they name (a uri) is unbounded.
+        let label = if record.method == "tools/call" {
+            record.tool
+        } else {
+            record.method
+        };
+        self.decision(record.decision(), mode, label, record.latency);
         if let Ok(outcome) = record.outcome
             && !outcome.allowed()
         {
@@ -535,6 +541,7 @@ mod tests {
         CallRecord {
             engine: "RefundPolicyEngine",
             mode,
+            method: "tools/call",
             principal: "AgentCore::OAuthUser::\"alice\"".to_owned(),
             tool,
             action: format!("RefundTool___{tool}"),

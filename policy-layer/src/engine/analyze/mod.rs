@@ -39,7 +39,7 @@ use super::index::PolicyIndex;
 use super::policies::{Enforcement, LoadedPolicies, LoadedPolicy};
 use super::validate::{Finding, FindingKind};
 use crate::model::schema::GatewaySchema;
-use crate::model::{ActionModel, ToolCatalog};
+use crate::model::{ActionModel, ActionRef, McpAction, ToolCatalog};
 use example::{Replay, Shows};
 
 /// Where the SMT solver comes from (`[policy] solver`).
@@ -191,23 +191,43 @@ pub fn analyze(
     analysis
 }
 
-/// One request environment, with the tool its action calls and the schema cut for that tool.
+/// The action of a request environment: a tool's, or a fixed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Analysed {
+    Tool(String),
+    Mcp(McpAction),
+}
+
+impl Analysed {
+    fn action(&self) -> ActionRef<'_> {
+        match self {
+            Self::Tool(tool) => ActionRef::Tool(tool),
+            Self::Mcp(action) => ActionRef::Mcp(*action),
+        }
+    }
+}
+
+/// One request environment, with the action it decides and the schema cut for it.
 struct Scope {
     env: RequestEnv,
-    tool: String,
+    action: Analysed,
     schema: Arc<Schema>,
 }
 
-/// Every request environment of a tool, each with its tool's cut of the schema (the whole
-/// schema if it cannot be cut).
+/// Every request environment of a tool, each with its tool's cut of the schema, and of each
+/// action beyond tool calls, with the schema of no tool (the whole schema if it cannot be
+/// cut).
 fn scopes(gateway: &GatewaySchema, model: &ActionModel) -> Vec<Scope> {
     let scope = |env: RequestEnv, schema: &Arc<Schema>| {
-        let tool = model
-            .tool_of_action(env.action().id().unescaped())?
-            .to_owned();
+        let id = env.action().id().unescaped();
+        let action = match (model.tool_of_action(id), McpAction::from_id(id)) {
+            (Some(tool), _) => Analysed::Tool(tool.to_owned()),
+            (None, Some(action)) => Analysed::Mcp(action),
+            (None, None) => return None,
+        };
         Some(Scope {
             env,
-            tool,
+            action,
             schema: Arc::clone(schema),
         })
     };
@@ -217,8 +237,21 @@ fn scopes(gateway: &GatewaySchema, model: &ActionModel) -> Vec<Scope> {
             .filter_map(|action| cut.schema(action).ok().map(Arc::new))
             .flat_map(|schema| {
                 let envs: Vec<RequestEnv> = schema.request_envs().collect();
-                envs.into_iter().filter_map(move |env| scope(env, &schema))
+                let schema = Arc::clone(&schema);
+                envs.into_iter()
+                    .filter_map(move |env| scope(env, &schema))
+                    .filter(|s| matches!(s.action, Analysed::Tool(_)))
             })
+            .chain(
+                cut.without_tools()
+                    .ok()
+                    .map(Arc::new)
+                    .into_iter()
+                    .flat_map(|schema| {
+                        let envs: Vec<RequestEnv> = schema.request_envs().collect();
+                        envs.into_iter().filter_map(move |env| scope(env, &schema))
+                    }),
+            )
             .collect(),
         Err(e) => {
             tracing::debug!(error = %e, "the schema cannot be cut per tool; analysing it whole");
@@ -271,9 +304,9 @@ impl Ctx<'_> {
             .get_or_init(|| Replay::new(self.model, self.catalog, self.policies))
     }
 
-    /// The policies whose action scope can apply to `tool`, by enforcement and effect.
-    fn candidates(&self, tool: &str) -> impl Iterator<Item = &LoadedPolicy> {
-        let sets = self.index.for_tool(tool);
+    /// The policies whose action scope can apply to `action`, by enforcement and effect.
+    fn candidates(&self, action: &Analysed) -> impl Iterator<Item = &LoadedPolicy> {
+        let sets = self.index.for_action(action.action());
         [&sets.active, &sets.shadow_permits, &sets.shadow_forbids]
             .into_iter()
             .flat_map(PolicySet::policies)
@@ -366,7 +399,7 @@ impl Ctx<'_> {
         let mut live_forbids: Vec<&Policy> = Vec::new();
         let mut enforced = PolicySet::new();
         let mut unknown: Option<&str> = None;
-        for loaded in self.candidates(&scope.tool) {
+        for loaded in self.candidates(&scope.action) {
             let id: &str = loaded.policy.id().as_ref();
             if !admits(&loaded.policy, &scope.env) {
                 // Its scope names other principal or resource types: it matches nothing here.
@@ -489,7 +522,7 @@ impl Ctx<'_> {
         };
         for scope in self.envs {
             let (mut permits, mut forbids) = (Vec::new(), Vec::new());
-            for loaded in self.candidates(&scope.tool) {
+            for loaded in self.candidates(&scope.action) {
                 if loaded.enforcement == Enforcement::Enforce
                     && self.in_scope(&loaded.policy, scope)
                 {

@@ -1,42 +1,20 @@
-//! AuthorizeAction as a step of the request: each message is forwarded or answered here. A
-//! tools/call is decided by the engine (`docs/request-flow.md`); a call that cannot be decided
-//! (no policies, bad arguments) is answered, never forwarded undecided.
+//! AuthorizeAction for one tools/call (`docs/request-flow.md`): decided by the engine; a call
+//! that cannot be decided (no policies, bad arguments) is answered, never forwarded undecided.
 
 use std::time::Instant;
 
 use serde_json::Value;
 
+use super::Verdict;
 use crate::engine::{AuthorizeError, EngineError};
 use crate::exchange::Exchange;
-use crate::jsonrpc::{INVALID_PARAMS, INVALID_REQUEST, Message};
+use crate::jsonrpc::{INVALID_PARAMS, Message};
+use crate::model::ActionRef;
 use crate::record::CallRecord;
 use crate::{reply, telemetry};
 
-/// What happens to one message of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    /// It goes on to the inner service.
-    Forward,
-    /// It is answered here with this JSON-RPC message; the inner service never sees it.
-    Answer(String),
-}
-
-/// Decides one message.
-pub(crate) fn decide(exchange: &Exchange, message: &Message) -> Verdict {
-    match (message.method(), message.id()) {
-        (Some("tools/call"), Some(id)) => call(exchange, message, id),
-        // A call nobody can be answered about is never forwarded undecided.
-        (Some("tools/call"), None) => Verdict::Answer(reply::jsonrpc_error(
-            &Value::Null,
-            INVALID_REQUEST,
-            "invalid request: tools/call must be a request with an id",
-        )),
-        _ => Verdict::Forward,
-    }
-}
-
 /// AuthorizeAction for one tools/call.
-fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdict {
+pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdict {
     let Some(params) = message.params() else {
         return Verdict::Answer(reply::jsonrpc_error(
             id,
@@ -53,7 +31,7 @@ fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdict {
     };
     let settings = exchange.settings();
     let started = Instant::now();
-    let span = telemetry::authorize_action(settings, tool);
+    let span = telemetry::authorize_action(settings, "tools/call", Some(tool));
     let _entered = span.enter();
     let snapshot = exchange.snapshot.as_deref();
     let identity = &*exchange.identity;
@@ -62,7 +40,13 @@ fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdict {
         Some(snapshot) => snapshot.authorize_json_at(identity, tool, arguments, exchange.now()),
         None => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
     };
-    telemetry::record_decision(&span, snapshot, identity, tool, result.as_ref());
+    telemetry::record_decision(
+        &span,
+        snapshot,
+        identity,
+        ActionRef::Tool(tool),
+        result.as_ref(),
+    );
     let answer = reply::for_call(id, result.as_ref(), settings, exchange.marking());
     let observer = exchange.observer();
     if observer.enabled() {
@@ -76,6 +60,7 @@ fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdict {
         observer.on_call(&CallRecord {
             engine: &settings.engine_name,
             mode: settings.mode,
+            method: "tools/call",
             principal,
             tool,
             action,
