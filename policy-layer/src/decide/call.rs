@@ -6,10 +6,10 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::Verdict;
-use crate::engine::{AuthorizeError, EngineError};
+use crate::engine::{AuthorizeError, EngineError, Outcome};
 use crate::exchange::Exchange;
 use crate::jsonrpc::{INVALID_PARAMS, Message};
-use crate::model::ActionRef;
+use crate::model::{ActionRef, Drift};
 use crate::record::CallRecord;
 use crate::{reply, telemetry};
 
@@ -36,9 +36,13 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
     let snapshot = exchange.snapshot.as_deref();
     let identity = &*exchange.identity;
     let arguments = message.arguments();
-    let result = match snapshot {
-        Some(snapshot) => snapshot.authorize_json_at(identity, tool, arguments, exchange.now()),
-        None => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
+    let drift = snapshot.and_then(|s| s.pin_drift(tool));
+    let result = match (snapshot, &drift) {
+        (_, Some(drift)) => Ok(unpinned(tool, drift)),
+        (Some(snapshot), None) => {
+            snapshot.authorize_json_at(identity, tool, arguments, exchange.now())
+        }
+        (None, None) => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
     };
     telemetry::record_decision(
         &span,
@@ -47,7 +51,18 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
         ActionRef::Tool(tool),
         result.as_ref(),
     );
-    let answer = reply::for_call(id, result.as_ref(), settings, exchange.marking());
+    let answer = match (&drift, &result) {
+        // A tool that does not match its pin is refused in every mode: LOG_ONLY trials
+        // policies, not tools.
+        (Some(_), Ok(outcome)) => Some(reply::denied(
+            id,
+            outcome,
+            settings.deny_style,
+            settings.exception_level,
+            exchange.marking(),
+        )),
+        _ => reply::for_call(id, result.as_ref(), settings, exchange.marking()),
+    };
     let observer = exchange.observer();
     if observer.enabled() {
         let (principal, action) = match snapshot {
@@ -72,4 +87,19 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
         });
     }
     answer.map_or(Verdict::Forward, Verdict::Answer)
+}
+
+/// The id a `tools.lock` denial names as its determining policy.
+pub(crate) const TOOLS_LOCK: &str = "tools.lock";
+
+/// The deny of a tool that does not match its pin: `tools.lock` determines it, the drift is
+/// its error (`docs/pinning.md`).
+fn unpinned(tool: &str, drift: &Drift) -> Outcome {
+    Outcome {
+        decision: cedar_policy::Decision::Deny,
+        determining: vec![TOOLS_LOCK.to_owned()],
+        errors: vec![format!("{TOOLS_LOCK}: {tool}: {drift}")],
+        shadow_matched: Vec::new(),
+        shadow_flipping: Vec::new(),
+    }
 }

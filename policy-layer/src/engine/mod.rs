@@ -28,7 +28,9 @@ use crate::config::Validation;
 use crate::model::schema::GatewaySchema;
 use crate::model::tools::InputType;
 use crate::model::values::Closed;
-use crate::model::{ActionModel, ActionRef, Govern, ModelConfig, ToolCatalog};
+use crate::model::{
+    ActionModel, ActionRef, Drift, Govern, ModelConfig, Pins, ToolCatalog, ToolsLock,
+};
 
 /// Where the Cedar schema that policies are validated against comes from.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +55,8 @@ pub struct Snapshot {
     /// Each recent caller's list answers by index class (`partial.rs`); a new snapshot
     /// starts empty, so nothing outlives the policies it was decided by.
     listings: quick_cache::sync::Cache<Arc<str>, partial::ClassListings>,
+    /// `tools.lock` checked against the catalog, when one is enforced.
+    pins: Option<Arc<Pins>>,
 }
 
 /// Callers whose list answers a snapshot keeps.
@@ -75,6 +79,7 @@ impl Snapshot {
             index,
             generation,
             listings: quick_cache::sync::Cache::new(LISTING_CALLERS),
+            pins: None,
         }
     }
 
@@ -88,6 +93,18 @@ impl Snapshot {
     #[must_use]
     pub fn catalog(&self) -> &Arc<ToolCatalog> {
         &self.catalog
+    }
+
+    /// The enforced `tools.lock`, checked against the catalog (`None` when none is enforced).
+    #[must_use]
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_deref()
+    }
+
+    /// Why a call of `tool` is refused by the enforced `tools.lock`, if it is.
+    #[must_use]
+    pub fn pin_drift(&self, tool: &str) -> Option<Drift> {
+        self.pins.as_ref()?.call_drift(tool, &self.catalog)
     }
 
     /// The loaded policies.
@@ -139,6 +156,10 @@ impl Snapshot {
 #[derive(Debug)]
 struct Inputs {
     model: ModelConfig,
+    /// The enforced `tools.lock`, and its check against the catalog (kept across policy
+    /// reloads, so what lists showed still counts; rebuilt when the lock or catalog changes).
+    tools_lock: Option<ToolsLock>,
+    pins: Option<Arc<Pins>>,
     policies: Option<Arc<LoadedPolicies>>,
     catalog: Arc<ToolCatalog>,
     source: SchemaSource,
@@ -149,6 +170,13 @@ struct Inputs {
 }
 
 impl Inputs {
+    fn refresh_pins(&mut self) {
+        self.pins = self
+            .tools_lock
+            .clone()
+            .map(|lock| Arc::new(Pins::new(lock, &self.catalog)));
+    }
+
     /// The schema for the current catalog and source (`None` when there is none to check).
     fn refresh_schema(&mut self) {
         self.schema = match &self.source {
@@ -245,6 +273,8 @@ impl PolicyEngine {
                 current: ArcSwapOption::empty(),
                 inputs: Mutex::new(Inputs {
                     model,
+                    tools_lock: None,
+                    pins: None,
                     policies: None,
                     catalog: Arc::new(ToolCatalog::default()),
                     source: SchemaSource::default(),
@@ -347,6 +377,7 @@ impl PolicyEngine {
         let mut findings = Vec::new();
         self.update(|inputs| {
             inputs.catalog = Arc::new(catalog);
+            inputs.refresh_pins();
             inputs.refresh_schema();
             if let Some(policies) = &inputs.policies {
                 findings = inputs.findings(policies);
@@ -356,6 +387,15 @@ impl PolicyEngine {
             tracing::warn!(%finding, "policy validation finding after the tools changed");
         }
         findings
+    }
+
+    /// Enforces `lock` (or none): a tool that does not match its pin is denied and dropped
+    /// from lists (`docs/pinning.md`).
+    pub fn set_tools_lock(&self, lock: Option<ToolsLock>) {
+        self.update(|inputs| {
+            inputs.tools_lock = lock;
+            inputs.refresh_pins();
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inputs> {
@@ -375,12 +415,14 @@ impl PolicyEngine {
         change(&mut inputs);
         let snapshot = inputs.policies.as_ref().map(|policies| {
             let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-            Arc::new(Snapshot::new(
+            let mut snapshot = Snapshot::new(
                 ActionModel::with_catalog(inputs.model.clone(), &inputs.catalog),
                 Arc::clone(policies),
                 Arc::clone(&inputs.catalog),
                 generation,
-            ))
+            );
+            snapshot.pins.clone_from(&inputs.pins);
+            Arc::new(snapshot)
         });
         self.inner.current.store(snapshot);
     }
