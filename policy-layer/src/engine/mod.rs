@@ -985,6 +985,64 @@ when { context.input.amout.lessThan(decimal("1000.0")) };"#;
             engine.set_policies(load(&[PolicySource::new("p.cedar", text)]).expect("parses"))
         }
 
+        /// The environments of an analysis's summary: (all, answered by earlier analyses).
+        fn environments(report: &Report) -> (usize, usize) {
+            let summary = report.analysis.as_deref().expect("the analysis ran");
+            let number = |after: &str| -> usize {
+                let start = summary.find(after).expect(after) + after.len();
+                summary[start..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("a number")
+            };
+            (number(" over "), number(" environments ("))
+        }
+
+        #[test]
+        fn a_reload_asks_the_solver_again_only_where_the_edited_policy_applies() {
+            let set = |team: &str| {
+                format!(
+                    r#"permit(principal, action == REFUND, resource) when {{ principal.hasTag("team") && principal.getTag("team") == "{team}" }};
+                       permit(principal, action == GET_ORDER, resource) when {{ principal.hasTag("team") && principal.getTag("team") == "cache-probe-orders" }};"#
+                )
+            };
+            let first = analysed(
+                Validation::FailOnAnyFindings,
+                Solver::Auto,
+                &set("cache-probe-a"),
+            )
+            .expect("no findings");
+            assert!(
+                first.notes.is_empty(),
+                "is cvc5 installed? {:?}",
+                first.notes
+            );
+            let (all, _) = environments(&first);
+            let again = analysed(
+                Validation::FailOnAnyFindings,
+                Solver::Auto,
+                &set("cache-probe-a"),
+            )
+            .expect("no findings");
+            assert_eq!(
+                environments(&again),
+                (all, all),
+                "the same set: every answer reused"
+            );
+            let edited = analysed(
+                Validation::FailOnAnyFindings,
+                Solver::Auto,
+                &set("cache-probe-b"),
+            )
+            .expect("no findings");
+            assert_eq!(
+                environments(&edited),
+                (all, all - 2),
+                "only the edited permit's environments (its tool, for each principal type) are asked again"
+            );
+        }
+
         fn refused_with_solver(text: &str) -> Vec<Finding> {
             let refused = analysed(Validation::FailOnAnyFindings, Solver::Auto, text)
                 .expect_err("the analysis finds something");
