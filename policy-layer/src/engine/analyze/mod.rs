@@ -404,16 +404,15 @@ impl Ctx<'_> {
                 }
                 None => {
                     let mut answered = Answered::default();
-                    if let Err(Undecided(why)) =
-                        self.environment(&mut cc, scope, &mut answered).await
-                    {
+                    let settled = self.environment(&mut cc, scope, &mut answered).await;
+                    if let Err(Undecided(why)) = &settled {
                         analysis
                             .notes
                             .push(format!("{}: not analysed: {why}", scope.describe()));
-                        continue;
                     }
                     let answered = Arc::new(answered);
-                    if answered.undecided.is_empty() {
+                    // Only complete answers are kept: a query that failed may succeed later.
+                    if settled.is_ok() && answered.undecided.is_empty() {
                         remember(key, Arc::clone(&answered));
                     }
                     answered
