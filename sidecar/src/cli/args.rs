@@ -31,6 +31,12 @@ pub enum Command {
     /// expected decision (ALLOW or DENY, optionally the determining policy ids). Prints
     /// `PASS name` or `FAIL name: ...` per case and `N passed, N failed`; exits 1 on a failure.
     Test(TestArgs),
+    /// Decide recorded traffic (`log.record_arguments_to`, or decision-log lines that carry
+    /// their arguments) again under candidate policies: prints the decisions that flip,
+    /// grouped by tool and by the policies that now decide, per tool how many calls each
+    /// policy decided, and the policies that decided nothing. Exits 1 when anything flips
+    /// unless `--allow-flips`.
+    Replay(ReplayArgs),
 }
 
 /// `--config FILE`.
@@ -70,4 +76,28 @@ pub struct TestArgs {
     /// `{name, claims, tool, input, expect, determining}`.
     #[arg(value_name = "CASES")]
     pub cases: PathBuf,
+}
+
+/// Arguments of `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The candidate policy files and folders, in place of `policy.paths` (repeat the flag
+    /// or separate with commas).
+    #[arg(long, value_name = "PATH", required = true, value_delimiter = ',')]
+    pub policies: Vec<PathBuf>,
+    /// Type inputs with the tools in this file (a tools/list result or an array of tools)
+    /// instead of the configured schema source.
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
+    /// Exit 0 even when decisions flip (the report is the same).
+    #[arg(long)]
+    pub allow_flips: bool,
+    /// Examples shown per group of flips.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub examples: usize,
+    /// Recording files (`log.record_arguments_to`) or decision logs, JSON lines.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 }
