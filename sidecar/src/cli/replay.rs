@@ -78,6 +78,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<(), Exit> {
     let snapshot = engine
         .snapshot()
         .ok_or_else(|| Exit::failed("no policy snapshot"))?;
+    let started = std::time::Instant::now();
     let mut replay = Replay::new(&snapshot);
     for file in &args.files {
         let reader = std::fs::File::open(file)
@@ -90,6 +91,11 @@ pub async fn replay(args: &ReplayArgs) -> Result<(), Exit> {
     replay
         .write_report(&mut out, args.examples)
         .map_err(|e| Exit::failed(format!("writing to stdout: {e}")))?;
+    eprintln!(
+        "replay: {} line(s) in {} ms",
+        replay.lines,
+        started.elapsed().as_millis()
+    );
     if replay.flips() > 0 && !args.allow_flips {
         return Err(Exit::failed(format!(
             "{} decision(s) flip under the candidate policies (--allow-flips to accept)",
@@ -230,6 +236,7 @@ pub struct Replay<'s> {
     identities: HashMap<Box<str>, Option<(u32, Arc<Identity>)>>,
     decisions: HashMap<Box<str>, Decided>,
     key: String,
+    lines: u64,
     calls: u64,
     lists: u64,
     skipped: BTreeMap<Skip, u64>,
@@ -271,6 +278,7 @@ impl<'s> Replay<'s> {
             identities: HashMap::new(),
             decisions: HashMap::new(),
             key: String::new(),
+            lines: 0,
             calls: 0,
             lists: 0,
             skipped: BTreeMap::new(),
@@ -302,6 +310,7 @@ impl<'s> Replay<'s> {
                 return Ok(());
             }
             number += 1;
+            self.lines += 1;
             let text = line.trim();
             if text.is_empty() {
                 continue;
