@@ -255,6 +255,22 @@ fn other_gateway(policies: &LoadedPolicies, model: &ActionModel) -> Vec<Finding>
         .collect()
 }
 
+/// What Cedar says when `<`, `<=`, `>` or `>=` meets a decimal (a JSON number of the input
+/// is a decimal: `docs/cedar-model.md`).
+const DECIMAL_OPERAND: &str = "but saw decimal";
+
+/// Cedar's message, with the way out where a newcomer needs one: decimals are compared with
+/// methods, not operators.
+fn hint(message: String) -> String {
+    if message.contains(DECIMAL_OPERAND) && message.contains("Long") {
+        format!(
+            "{message}; a decimal is compared with its methods: .lessThan(), .lessThanOrEqual(), .greaterThan(), .greaterThanOrEqual() (`context.input.amount.lessThan(decimal(\"1000.0\"))`)"
+        )
+    } else {
+        message
+    }
+}
+
 /// Validates `which` of `policies` against the whole `schema`.
 fn whole<'p>(
     policies: &LoadedPolicies,
@@ -282,7 +298,7 @@ fn whole<'p>(
                 kind: FindingKind::Schema,
                 policy,
                 at,
-                message: error.to_string(),
+                message: hint(error.to_string()),
                 example: None,
             }
         })
@@ -390,6 +406,43 @@ when { context.input has order_id };
             text.contains("gateway.id = \"arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway\"")
                 && text.contains("can never apply"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn comparing_a_decimal_with_an_operator_hints_at_its_method() {
+        let model = ActionModel::new(ModelConfig {
+            target: "RefundTool".into(),
+            ..ModelConfig::default()
+        });
+        let catalog = ToolCatalog::from_list(&json!([{"name": "process_refund",
+            "inputSchema": {"type": "object", "properties": {"amount": {"type": "number"}},
+                            "required": ["amount"]}}]));
+        let gateway = GatewaySchema::generate(model.config(), &catalog).expect("schema");
+        let text = r#"
+@id("small")
+permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amount < decimal("1000.0") };
+@id("small_long")
+permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amount >= 1000 };
+"#;
+        let policies = load(&[PolicySource::new("p.cedar", text)]).expect("parses");
+        let validated = validate(&policies, &gateway, &model);
+        assert_eq!(validated.findings.len(), 3, "{:#?}", validated.findings);
+        for finding in &validated.findings {
+            assert!(
+                finding.message.contains("but saw decimal; a decimal is compared with its methods: .lessThan(), .lessThanOrEqual(), .greaterThan(), .greaterThanOrEqual() (`context.input.amount.lessThan(decimal(\"1000.0\"))`)"),
+                "{finding}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_type_errors_get_no_decimal_hint() {
+        assert_eq!(
+            hint("expected Long but saw String".to_owned()),
+            "expected Long but saw String"
         );
     }
 }
