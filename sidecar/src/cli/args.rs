@@ -22,8 +22,9 @@ pub enum Command {
     /// files hot-reload. SIGTERM drains requests in flight, then exits 0.
     Run(ConfigArg),
     /// Load the config and every policy file and report problems with file:line:column.
-    /// Exits 0 when everything loads, 1 on policy errors, 64 on config errors.
-    Validate(ConfigArg),
+    /// Exits 0 when everything loads, 1 on policy errors (and when the schema cannot be had
+    /// from the upstream, unless `--without-schema`), 64 on config errors.
+    Validate(ValidateArgs),
     /// Print the tools the Cedar schema is generated from (fetched from the upstream when
     /// `schema = "upstream"`, or read from the configured tools file), as JSON.
     Schema(SchemaArgs),
@@ -46,6 +47,17 @@ pub struct ConfigArg {
     /// POLICY_SIDECAR_<SECTION>_<KEY>).
     #[arg(long, short, value_name = "FILE")]
     pub config: PathBuf,
+}
+
+/// Arguments of `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// With `schema = "upstream"` and the upstream down, check what can be checked without
+    /// the upstream's schema (syntax only) and exit 0 if that passes, instead of failing.
+    #[arg(long)]
+    pub without_schema: bool,
 }
 
 /// Arguments of `schema`.
@@ -72,6 +84,10 @@ pub struct TestArgs {
     /// cases their promotion would change.
     #[arg(long)]
     pub promote_shadow: bool,
+    /// Run the cases even when validation refuses the policies (as `validate` and `run`
+    /// would under `policy.validation = "FAIL_ON_ANY_FINDINGS"`); the findings are warnings.
+    #[arg(long)]
+    pub unvalidated: bool,
     /// The YAML file of test cases: a list (or `cases:` list) of
     /// `{name, claims, tool, input, expect, determining}`.
     #[arg(value_name = "CASES")]
