@@ -130,3 +130,63 @@ when { context.input.amount < 1000 };"#,
         "{out}"
     );
 }
+
+/// Runs `scripts/demo-token.sh <args>` with its key kept in `keys`: exit code, stdout, stderr.
+fn demo_token(keys: &std::path::Path, args: &[&str]) -> (i32, String, String) {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/demo-token.sh");
+    let output = std::process::Command::new(script)
+        .args(args)
+        .env("DEMO_KEYS_DIR", keys)
+        .output()
+        .expect("run scripts/demo-token.sh (needs openssl and perl)");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_demo_token_takes_claims_and_verifies_with_its_jwks() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let (code, token, err) = demo_token(
+        keys.path(),
+        &[
+            "token",
+            "bob",
+            "600",
+            "--claim",
+            "role=viewer",
+            "--claim",
+            r#"team=a "quoted" \ team"#,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, jwks, err) = demo_token(keys.path(), &["jwks"]);
+    assert_eq!(code, 0, "{err}");
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&jwks).expect("a JWKS");
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).expect("an RSA key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&["mcp-gateway"]);
+    validation.set_issuer(&["https://issuer.mcp-policy.example"]);
+    let claims = jsonwebtoken::decode::<serde_json::Value>(&token, &key, &validation)
+        .expect("signed by the JWKS key")
+        .claims;
+    assert_eq!(claims["sub"], "bob");
+    assert_eq!(
+        claims["role"], "viewer",
+        "--claim replaces the default role"
+    );
+    assert_eq!(claims["team"], r#"a "quoted" \ team"#);
+    assert_eq!(claims["scope"], "refunds orders:read");
+    assert_eq!(
+        claims["exp"].as_u64().expect("exp") - claims["iat"].as_u64().expect("iat"),
+        600
+    );
+
+    let (code, _, err) = demo_token(keys.path(), &["token", "bob", "--claim", "role"]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("--claim needs name=value"), "{err}");
+    let (code, _, err) = demo_token(keys.path(), &["token", "--claim", "exp=1"]);
+    assert_eq!(code, 64, "{err}");
+}
