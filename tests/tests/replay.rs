@@ -226,3 +226,51 @@ async fn a_recording_replayed_under_a_candidate_reports_flips_coverage_and_dead_
         "{out}"
     );
 }
+
+#[test]
+fn the_worked_example_replays_unchanged_and_its_candidate_flips_two_refunds() {
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let path = |p: &str| example.join(p).display().to_string();
+    let (config, recording) = (path("policy-sidecar.toml"), path("recording.jsonl"));
+    let (code, out, err) = e2e::sidecar_command(&[
+        "replay",
+        "--config",
+        &config,
+        "--policies",
+        &path("policies"),
+        &recording,
+    ]);
+    assert_eq!(code, 0, "the recording matches the policies: {out}{err}");
+    assert!(
+        out.contains("replayed 13 call(s) and 2 list(s) under 9 candidate policies\n\nflips: 0 call(s)\n\nlist flips: 0 tool listing(s)\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("dead policies (decided no replayed call): 2 (no_negative_refunds, discounts_in_promotion_hours)"),
+        "{out}"
+    );
+
+    let candidate = [
+        path("policies/orders.cedar"),
+        path("policies/time.cedar"),
+        path("candidate/refunds.cedar"),
+    ]
+    .join(",");
+    let (code, out, err) = e2e::sidecar_command(&[
+        "replay",
+        "--config",
+        &config,
+        "--policies",
+        &candidate,
+        &recording,
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("flips: 2 call(s)\n  process_refund\n    ALLOW→DENY 2: now decided by trial_refund_cap_500\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("recording.jsonl:15 AgentCore::OAuthUser::\"carol\" request 13 (was decided by refund_limit)"),
+        "{out}"
+    );
+}
