@@ -3,9 +3,11 @@
 //!
 //! The request flow, one module per step (`docs/request-flow.md`): [`protocol`] checks the
 //! method, headers, version, origin and session; [`auth`] proves who the caller is;
-//! [`jsonrpc`] parses the body; [`decide`] decides each message with the [`engine`] over the
-//! Cedar [`model`] (AuthorizeAction); [`filter`] rewrites the reply (PartiallyAuthorizeActions
-//! on every tools/list answer); [`reply`] writes every answer the layer makes itself;
+//! [`jsonrpc`] parses the body; [`decide`] decides the request (`InvokeGateway`) and each
+//! message with the [`engine`] over the Cedar [`model`] (AuthorizeAction: tool calls, and
+//! the other capabilities `policy.govern` names); [`filter`] rewrites the reply
+//! (PartiallyAuthorizeActions on every list answer, the server's own requests decided);
+//! [`reply`] writes every answer the layer makes itself;
 //! [`telemetry`] owns the spans. [`limit`] holds the rate limits, counted in the [`state`]
 //! store (memory, or Redis with the `redis` feature) and checked for every tools/call after
 //! authentication and before Cedar. [`clock`] is where `context.system.now` comes from;

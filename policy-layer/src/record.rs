@@ -10,24 +10,30 @@ use crate::config::Mode;
 use crate::engine::{AuthorizeError, Outcome};
 use crate::limit::Throttled;
 
-/// One tools/call decision.
+/// One AuthorizeAction: a tools/call, or a request of another governed capability.
 #[derive(Debug)]
 pub struct CallRecord<'a> {
     /// The policy engine name.
     pub engine: &'a str,
     /// ENFORCE or LOG_ONLY.
     pub mode: Mode,
+    /// The MCP method decided: `tools/call`, `resources/read`, `prompts/get`,
+    /// `completion/complete`, a server's `sampling/createMessage`, `elicitation/create` or
+    /// `roots/list`, or `invoke` for `InvokeGateway`.
+    pub method: &'a str,
     /// The principal, as a Cedar uid (`AgentCore::OAuthUser::"alice"`).
     pub principal: String,
-    /// The upstream tool name.
+    /// What the request names: the upstream tool name, a resource uri, a prompt name (empty
+    /// for the server's requests and for invocations).
     pub tool: &'a str,
-    /// The Cedar action id (`<Target>___<tool>`).
+    /// The Cedar action id (`<Target>___<tool>`, `ReadResource`, ...).
     pub action: String,
-    /// The request id.
+    /// The request id (`null` for an invocation; the server's own id for its requests).
     pub request_id: &'a Value,
     /// The decision, or why none could be made.
     pub outcome: Result<&'a Outcome, &'a AuthorizeError>,
-    /// The call's arguments as the client wrote them (JSON text; observers redact them
+    /// The call's arguments (a prompt's arguments, a server request's params, an
+    /// invocation's `{sourceIp, method}`) as written (JSON text; observers redact them
     /// unless told otherwise).
     pub arguments: Option<&'a str>,
     /// Whether the call was forwarded upstream.
@@ -48,18 +54,21 @@ impl CallRecord<'_> {
     }
 }
 
-/// One tools/list filtering.
+/// One list filtering (tools/list, or the list of another governed capability).
 #[derive(Debug)]
 pub struct ListRecord<'a> {
     /// The policy engine name.
     pub engine: &'a str,
     /// ENFORCE or LOG_ONLY.
     pub mode: Mode,
+    /// The list method: `tools/list`, `resources/list`, `resources/templates/list`,
+    /// `prompts/list`.
+    pub method: &'a str,
     /// The principal uid.
     pub principal: String,
-    /// Tools kept.
+    /// Items kept (tool names, resource uris, uri templates, prompt names).
     pub allowed: Vec<String>,
-    /// Tools a definite deny removed (or would have, in LOG_ONLY).
+    /// Items a definite deny removed (or would have, in LOG_ONLY).
     pub denied: Vec<String>,
     /// Why filtering failed, if it did (the list was then answered with an error).
     pub error: Option<String>,
@@ -104,9 +113,9 @@ pub enum LimitOutcome<'a> {
 
 /// Receives every decision record; the sidecar implements it for metrics and its log.
 pub trait DecisionObserver: Send + Sync + 'static {
-    /// A tools/call was decided (or failed to be).
+    /// A request was decided (or failed to be).
     fn on_call(&self, record: &CallRecord<'_>);
-    /// A tools/list response was filtered.
+    /// A list response was filtered.
     fn on_list(&self, record: &ListRecord<'_>) {
         let _ = record;
     }

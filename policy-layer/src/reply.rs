@@ -71,6 +71,42 @@ pub fn for_call(
     }
 }
 
+/// The answer to a request of another governed capability (a resources/read, a prompts/get,
+/// a completion, or a server's request answered in the client's place) from its decision:
+/// `None` forwards it. A denial is the JSON-RPC error of a denied call (-32002, whatever the
+/// deny style: only a tool call has a result that can say "error"); no decision is -32603
+/// with the text of a failed call; params that do not fit are -32602 with the validation
+/// text (`docs/replies.md`).
+#[must_use]
+pub fn for_request(
+    id: &Value,
+    result: Result<&Outcome, &AuthorizeError>,
+    settings: &Settings,
+    marking: ResultMarking,
+) -> Option<String> {
+    if settings.mode == Mode::LogOnly {
+        return None;
+    }
+    match result {
+        Ok(outcome) if outcome.allowed() => None,
+        Ok(outcome) => Some(denied(
+            id,
+            outcome,
+            DenyStyle::JsonRpcError,
+            settings.exception_level,
+            marking,
+        )),
+        Err(AuthorizeError::Input(e)) => Some(jsonrpc_error(
+            id,
+            jsonrpc::INVALID_PARAMS,
+            &format!("{VALIDATION_FAILED}: {e}"),
+        )),
+        Err(AuthorizeError::Engine(_)) => {
+            Some(jsonrpc_error(id, INTERNAL_ERROR, EVALUATION_FAILED))
+        }
+    }
+}
+
 /// A denied call, in the configured style.
 #[must_use]
 pub fn denied(
@@ -250,6 +286,10 @@ pub enum Refusal {
     /// upstream reads.
     #[error("unsupported content encoding `{0}`: send the body uncompressed")]
     UnsupportedEncoding(String),
+    /// `InvokeGateway` denied the request, could not decide it, or the client's address is
+    /// unknown (403, -32002): the message says which.
+    #[error("{0}")]
+    InvocationRefused(String),
 }
 
 impl Refusal {
@@ -258,7 +298,7 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            Self::OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::OriginNotAllowed(_) | Self::InvocationRefused(_) => StatusCode::FORBIDDEN,
             Self::UnsupportedMediaType | Self::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
             }
@@ -285,6 +325,7 @@ impl Refusal {
             Self::HeaderMismatch(_) => jsonrpc::HEADER_MISMATCH,
             Self::Unauthorized { .. } | Self::UnknownSession => UNAUTHORIZED_CODE,
             Self::UnreadableUpstream(_) | Self::UpstreamTooLarge(_) => INTERNAL_ERROR,
+            Self::InvocationRefused(_) => DENIED_CODE,
             _ => jsonrpc::INVALID_REQUEST,
         }
     }
@@ -430,6 +471,35 @@ mod tests {
         assert_eq!(
             Refusal::Parse(ParseError::Json("x".into())).code(),
             jsonrpc::PARSE_ERROR
+        );
+    }
+
+    #[test]
+    fn other_requests_are_answered_with_json_rpc_errors_in_any_style() {
+        let mut settings = Settings {
+            deny_style: DenyStyle::ToolResult,
+            ..Settings::default()
+        };
+        let id = Value::from("r-1");
+        let denial =
+            for_request(&id, Ok(&deny(&[])), &settings, ResultMarking::Unmarked).expect("answer");
+        assert_eq!(
+            denial,
+            r#"{"jsonrpc":"2.0","id":"r-1","error":{"code":-32002,"message":"Tool Execution Denied: Tool call not allowed due to policy enforcement [Policy evaluation denied due to no determining policies]"}}"#
+        );
+        let failed = AuthorizeError::Engine(crate::engine::EngineError::NoPolicySet);
+        assert_eq!(
+            for_request(&id, Err(&failed), &settings, ResultMarking::Unmarked).expect("answer"),
+            r#"{"jsonrpc":"2.0","id":"r-1","error":{"code":-32603,"message":"InternalServerException - Policy evaluation failed"}}"#
+        );
+        settings.mode = Mode::LogOnly;
+        assert!(for_request(&id, Ok(&deny(&[])), &settings, ResultMarking::Unmarked).is_none());
+        let reply: Response<Bytes> =
+            Refusal::InvocationRefused("Gateway invocation not allowed: x".into()).into_response();
+        assert_eq!(reply.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            reply.body().as_ref(),
+            br#"{"jsonrpc":"2.0","id":null,"error":{"code":-32002,"message":"Gateway invocation not allowed: x"}}"#
         );
     }
 

@@ -3,22 +3,24 @@
 //! 1. [`protocol`](crate::protocol): the method, the headers that decide something, the
 //!    protocol version and the `Origin`; refused requests go no further.
 //! 2. The RFC 9728 metadata document, for whoever asks ([`crate::auth::metadata`]).
-//! 3. [`auth`](crate::auth): who calls; then whether the session presented is theirs.
+//! 3. [`auth`](crate::auth): who calls; whether they may call at all (`InvokeGateway`, when
+//!    governed); then whether the session presented is theirs.
 //! 4. GET and DELETE go on without a body; a POST is read, parsed ([`crate::jsonrpc`]), each
 //!    tools/call checked against the rate limits ([`crate::limit`]) and each message decided
 //!    ([`crate::decide`]); what is allowed goes on, the rest is answered here. What goes on
 //!    carries the verified caller as an `Arc<Identity>` request extension, for the inner
 //!    service to read (never a header the client could write).
-//! 5. The reply is rewritten ([`crate::filter`]): list answers filtered, local answers merged;
-//!    a session it hands out is bound to the caller.
+//! 5. The reply is rewritten ([`crate::filter`]): list answers filtered, the server's
+//!    requests decided (a denied one answered to the server through a clone of the inner
+//!    service), local answers merged; a session it hands out is bound to the caller.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use http::{Request, Response, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tower_service::Service;
@@ -27,11 +29,12 @@ use tracing::Instrument;
 use crate::body::{BoxError, PolicyBody};
 use crate::decide::{self, Verdict};
 use crate::exchange::{Exchange, Shared};
-use crate::filter::{self, Rewrite};
+use crate::filter::{self, ListKind, PendingList, Post, Rewrite, ServerAnswers};
 use crate::jsonrpc::{self, Envelope};
 use crate::limit;
+use crate::model::Capability;
 use crate::protocol::session::session_id;
-use crate::protocol::{Route, headers, method};
+use crate::protocol::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID, Route, headers, method};
 use crate::reply::{self, Refusal};
 use crate::telemetry;
 
@@ -105,10 +108,11 @@ async fn handle<S, B, ResB>(
     req: Request<B>,
 ) -> Result<Result<Reply<ResB>, Refusal>, S::Error>
 where
-    S: Service<Request<B>, Response = Response<ResB>>,
-    B: Body + From<Bytes>,
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: Body + From<Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
-    ResB: Body<Data = Bytes>,
+    ResB: Body<Data = Bytes> + Send + 'static,
     ResB::Error: Into<BoxError>,
 {
     let (mut parts, body) = req.into_parts();
@@ -139,6 +143,9 @@ where
             return Ok(Err(refusal));
         }
     };
+    if let Err(refusal) = decide::invoke::invoke(shared, &parts, &identity, version) {
+        return Ok(Err(refusal));
+    }
     if let Err(refusal) = shared.sessions.check(&parts.headers, &identity) {
         return Ok(Err(refusal));
     }
@@ -152,6 +159,9 @@ where
         let ending = (route == Route::Delete)
             .then(|| session_id(&parts.headers).map(str::to_owned))
             .flatten();
+        let answers = (route == Route::Get)
+            .then(|| server_answers(shared, &inner, &parts))
+            .flatten();
         upstream_headers(&mut parts.headers);
         parts.extensions.insert(Arc::clone(&exchange.identity));
         let reply = inner
@@ -161,7 +171,8 @@ where
         if let Some(id) = ending.filter(|_| reply.status().is_success()) {
             shared.sessions.end(&id);
         }
-        return Ok(Ok(filter::rewrite(reply, Rewrite::stream(exchange)).await));
+        let rewrite = Rewrite::stream(exchange, answers);
+        return Ok(Ok(filter::rewrite(reply, rewrite).await));
     }
 
     let envelope = match read_post(shared, &parts, body, version).await {
@@ -179,11 +190,18 @@ where
     };
     let mut keep: Vec<bool> = Vec::with_capacity(envelope.messages.len());
     let mut answers = Vec::new();
-    let mut list_ids = Vec::new();
+    let mut lists = Vec::new();
+    let govern = shared.engine.govern();
     span.in_scope(|| {
         for (i, message) in envelope.messages.iter().enumerate() {
-            if let (Some("tools/list"), Some(id)) = (message.method(), message.id()) {
-                list_ids.push(id.clone());
+            if let (Some(kind), Some(id)) =
+                (message.method().and_then(ListKind::of_method), message.id())
+                && govern.governs(kind.capability())
+            {
+                lists.push(PendingList {
+                    id: id.clone(),
+                    kind,
+                });
             }
             if let Some(answer) = limited.refusal(i) {
                 keep.push(false);
@@ -208,10 +226,11 @@ where
     }
     let body = envelope.subset(&keep);
     let rewrite = Rewrite {
-        list_ids,
+        lists,
         local_answers: answers,
         batch: envelope.batch,
         exchange,
+        server_answers: server_answers(shared, &inner, &parts),
     };
     upstream_headers(&mut parts.headers);
     parts
@@ -265,6 +284,84 @@ where
     let envelope = jsonrpc::parse(&bytes, settings.max_batch)?;
     headers::check_routing(&parts.headers, &envelope, version)?;
     Ok(envelope)
+}
+
+/// Largest reply to an answer of ours to a server's request that is read (and dropped).
+const MAX_ANSWER_REPLY_BYTES: usize = 64 * 1024;
+
+/// Where the answers to the server's denied requests on this request's stream go, when
+/// server requests are governed: POSTs to a clone of `inner`, in the session (and with the
+/// credentials and protocol version) of the request whose stream carries them.
+fn server_answers<S, B, ResB>(
+    shared: &Shared,
+    inner: &S,
+    parts: &http::request::Parts,
+) -> Option<ServerAnswers>
+where
+    S: Service<Request<B>, Response = Response<ResB>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    B: From<Bytes> + Send + 'static,
+    ResB: Body<Data = Bytes> + Send + 'static,
+    ResB::Error: Into<BoxError>,
+{
+    if !shared.engine.govern().governs(Capability::ServerRequests) {
+        return None;
+    }
+    let uri = parts.uri.clone();
+    let extensions = parts.extensions.clone();
+    let mut headers = HeaderMap::new();
+    for name in [
+        header::AUTHORIZATION.as_str(),
+        MCP_SESSION_ID,
+        MCP_PROTOCOL_VERSION,
+    ] {
+        if let Some(value) = parts.headers.get(name)
+            && let Ok(name) = http::HeaderName::from_bytes(name.as_bytes())
+        {
+            headers.insert(name, value.clone());
+        }
+    }
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCEPT,
+        HeaderValue::from_static("application/json, text/event-stream"),
+    );
+    upstream_headers(&mut headers);
+    // The closure is shared by the task that sends; the service need not be `Sync`.
+    let inner = Mutex::new(inner.clone());
+    let post: Post = Arc::new(move |answer: String| {
+        let mut service = inner.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let mut request = Request::new(B::from(Bytes::from(answer)));
+        *request.method_mut() = http::Method::POST;
+        *request.uri_mut() = uri.clone();
+        *request.headers_mut() = headers.clone();
+        *request.extensions_mut() = extensions.clone();
+        Box::pin(async move {
+            let ready = futures_util::future::poll_fn(|cx| service.poll_ready(cx))
+                .await
+                .is_ok();
+            let sent = if ready {
+                service.call(request).await.ok()
+            } else {
+                None
+            };
+            let Some(reply) = sent else {
+                tracing::warn!("the answer to the server's denied request could not be sent");
+                return;
+            };
+            let status = reply.status();
+            let _ = Limited::new(reply.into_body(), MAX_ANSWER_REPLY_BYTES)
+                .collect()
+                .await;
+            if !status.is_success() {
+                tracing::warn!(%status, "the server refused the answer to its denied request");
+            }
+        })
+    });
+    Some(ServerAnswers::new(post))
 }
 
 /// What the inner service is sent besides the body: the reply must come in a form the filter

@@ -1,7 +1,8 @@
 //! The span contract, in one place (`docs/telemetry.md`): the request span, named per the
 //! OpenTelemetry MCP semantic conventions (`{mcp.method.name} {tool}`), and under it one
-//! `AuthorizeAction` span per tools/call and one `PartiallyAuthorizeActions` span per
-//! tools/list answer filtered. Their attributes mirror AgentCore's `aws.agentcore.policy.*`
+//! `AuthorizeAction` span per decided request (a tools/call, and the requests of the other
+//! governed capabilities, `mcp.method.name` saying which) and one `PartiallyAuthorizeActions`
+//! span per list answer filtered. Their attributes mirror AgentCore's `aws.agentcore.policy.*`
 //! one to one. A tools/call that rate limits apply to gets a `CheckRateLimits` span first.
 //! The library only emits `tracing` spans; exporters are the application's.
 
@@ -13,6 +14,7 @@ use crate::config::Settings;
 use crate::engine::{AuthorizeError, Outcome, Snapshot};
 use crate::jsonrpc::{Envelope, Message};
 use crate::limit::{Admitted, Throttled};
+use crate::model::ActionRef;
 use crate::protocol::{MCP_PROTOCOL_VERSION, MCP_SESSION_ID};
 
 /// The request span of a POST: `{method} {tool}` for a tools/call, else the method.
@@ -67,12 +69,42 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
         .unwrap_or_default()
 }
 
-/// The `AuthorizeAction` span of one tools/call; entered while the call is decided.
+/// The `AuthorizeAction` span of one request decided as an action (`method` is the MCP
+/// method: `tools/call`, `resources/read`, ..., or `invoke`); entered while it is decided.
 #[must_use]
-pub fn authorize_action(settings: &Settings, tool: &str) -> Span {
+pub fn authorize_action(settings: &Settings, method: &str, tool: Option<&str>) -> Span {
     tracing::info_span!(
         "AuthorizeAction",
         otel.kind = "internal",
+        mcp.method.name = method,
+        policy.engine = %settings.engine_name,
+        policy.mode = settings.mode.as_str(),
+        policy.action = field::Empty,
+        gen_ai.tool.name = tool,
+        enduser.id = field::Empty,
+        policy.decision = field::Empty,
+        policy.reason = field::Empty,
+        policy.determining_policies = field::Empty,
+        policy.errors = field::Empty,
+        policy.log_only.matched_policies = field::Empty,
+        policy.log_only.flipping_policies = field::Empty,
+    )
+}
+
+/// [`authorize_action`] as a child of `parent`: for decisions made while a reply is read (a
+/// server's request on a stream), and made before the request span exists (`invoke`).
+#[must_use]
+pub fn authorize_action_in(
+    parent: &Span,
+    settings: &Settings,
+    method: &str,
+    tool: Option<&str>,
+) -> Span {
+    tracing::info_span!(
+        parent: parent,
+        "AuthorizeAction",
+        otel.kind = "internal",
+        mcp.method.name = method,
         policy.engine = %settings.engine_name,
         policy.mode = settings.mode.as_str(),
         policy.action = field::Empty,
@@ -92,7 +124,7 @@ pub fn record_decision(
     span: &Span,
     snapshot: Option<&Snapshot>,
     identity: &Identity,
-    tool: &str,
+    action: ActionRef<'_>,
     result: Result<&Outcome, &AuthorizeError>,
 ) {
     if span.is_disabled() {
@@ -100,7 +132,7 @@ pub fn record_decision(
     }
     if let Some(snapshot) = snapshot {
         let model = snapshot.model();
-        span.record("policy.action", model.action_id(tool).as_str());
+        span.record("policy.action", action.id(model).as_str());
         span.record("enduser.id", field::display(model.principal_uid(identity)));
     }
     let outcome = match result {
@@ -144,14 +176,16 @@ pub fn record_decision(
     }
 }
 
-/// The `PartiallyAuthorizeActions` span of one tools/list answer, a child of the request
-/// span (it runs after the upstream answered, possibly while its event stream is read).
+/// The `PartiallyAuthorizeActions` span of one list answer (`method`: `tools/list`, or the
+/// list method of another governed capability), a child of the request span (it runs after
+/// the upstream answered, possibly while its event stream is read).
 #[must_use]
-pub fn partially_authorize_actions(parent: &Span, settings: &Settings) -> Span {
+pub fn partially_authorize_actions(parent: &Span, settings: &Settings, method: &str) -> Span {
     tracing::info_span!(
         parent: parent,
         "PartiallyAuthorizeActions",
         otel.kind = "internal",
+        mcp.method.name = method,
         policy.engine = %settings.engine_name,
         policy.mode = settings.mode.as_str(),
         enduser.id = field::Empty,
@@ -159,16 +193,37 @@ pub fn partially_authorize_actions(parent: &Span, settings: &Settings) -> Span {
         policy.denied_tools = field::Empty,
         policy.allowed_tools.count = field::Empty,
         policy.denied_tools.count = field::Empty,
+        policy.allowed_items = field::Empty,
+        policy.denied_items = field::Empty,
+        policy.allowed_items.count = field::Empty,
+        policy.denied_items.count = field::Empty,
         policy.errors = field::Empty,
     )
 }
 
-/// Records on a `PartiallyAuthorizeActions` span what was kept and what was dropped.
-pub fn record_listing(span: &Span, allowed: &[String], denied: &[String]) {
-    span.record("policy.allowed_tools", allowed.join(",").as_str());
-    span.record("policy.denied_tools", denied.join(",").as_str());
-    span.record("policy.allowed_tools.count", allowed.len());
-    span.record("policy.denied_tools.count", denied.len());
+/// Records on a `PartiallyAuthorizeActions` span what was kept and what was dropped: tool
+/// names in `policy.*_tools`, the items of other lists (uris, uri templates, prompt names)
+/// in `policy.*_items`.
+pub fn record_listing(span: &Span, tools: bool, allowed: &[String], denied: &[String]) {
+    let (allowed_key, denied_key, allowed_count, denied_count) = if tools {
+        (
+            "policy.allowed_tools",
+            "policy.denied_tools",
+            "policy.allowed_tools.count",
+            "policy.denied_tools.count",
+        )
+    } else {
+        (
+            "policy.allowed_items",
+            "policy.denied_items",
+            "policy.allowed_items.count",
+            "policy.denied_items.count",
+        )
+    };
+    span.record(allowed_key, allowed.join(",").as_str());
+    span.record(denied_key, denied.join(",").as_str());
+    span.record(allowed_count, allowed.len());
+    span.record(denied_count, denied.len());
 }
 
 /// The `CheckRateLimits` span of one tools/call that rate limits apply to, a child of the

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
             Command::Schema(args) => cli::schema::schema(&args).await,
             Command::Test(args) => cli::test::test(&args).await,
             Command::Replay(args) => cli::replay::replay(&args).await,
+            Command::Pin(args) => cli::pin::pin(&args).await,
         }
     });
     // Requests still being drained past the grace period are dropped with the runtime.

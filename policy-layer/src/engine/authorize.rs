@@ -1,12 +1,13 @@
-//! AuthorizeAction: one tools/call against the policies that can apply to its tool.
+//! AuthorizeAction: one request (a tools/call, or a request of another governed capability)
+//! against the policies that can apply to its action.
 
-use cedar_policy::{Authorizer, Decision, PolicySet, Request, Response};
+use cedar_policy::{Authorizer, Context, Decision, PolicySet, Request, Response};
 use serde_json::Value;
 
 use super::Snapshot;
 use crate::auth::Identity;
 use crate::clock::{Clock, SystemClock, Timestamp};
-use crate::model::{InputError, TypedInput, values};
+use crate::model::{ActionRef, InputError, McpAction, RequestContext, TypedInput, params, values};
 
 /// The record of one AuthorizeAction: what was decided and why (`docs/cedar-model.md`, `docs/telemetry.md`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,17 +132,58 @@ impl Snapshot {
         let system = values::system(now).map_err(EngineError::Request)?;
         let context =
             TypedInput::from_json(arguments, input_type)?.into_context_with_system(system);
-        let sets = self.index.for_tool(tool);
+        Ok(self.decide(identity, ActionRef::Tool(tool), context)?)
+    }
+
+    /// Decides a request of another governed capability (`ReadResource`, ...) by `identity`
+    /// with its context (`model/params.rs`).
+    ///
+    /// # Errors
+    /// [`EngineError`] when Cedar cannot evaluate the request.
+    pub fn authorize_mcp(
+        &self,
+        identity: &Identity,
+        action: McpAction,
+        context: RequestContext,
+    ) -> Result<Outcome, EngineError> {
+        self.decide(identity, ActionRef::Mcp(action), context.into_context())
+    }
+
+    /// Decides `action` with its params given as a value (policy test cases, solver
+    /// examples), the context built as the layer builds it from the same params.
+    ///
+    /// # Errors
+    /// [`AuthorizeError::Input`] when the params do not fit, [`AuthorizeError::Engine`] when
+    /// Cedar cannot evaluate the request.
+    pub fn authorize_params(
+        &self,
+        identity: &Identity,
+        action: McpAction,
+        params: Option<&Value>,
+    ) -> Result<Outcome, AuthorizeError> {
+        let context = params::from_params(action, params, &self.catalog)?;
+        Ok(self.authorize_mcp(identity, action, context)?)
+    }
+
+    /// One AuthorizeAction: the enforced policies that can apply decide, the shadow ones
+    /// are evaluated beside them.
+    fn decide(
+        &self,
+        identity: &Identity,
+        action: ActionRef<'_>,
+        context: Context,
+    ) -> Result<Outcome, EngineError> {
+        let sets = self.index.for_action(action);
         let model = &self.model;
         let request = Request::new(
             model.principal_uid(identity),
-            model.action_uid(tool),
+            model.uid_of(action),
             model.resource_uid(),
             context,
             None,
         )
         .map_err(|e| EngineError::Request(e.to_string()))?;
-        let entities = self.entities(model.principal_entity(identity), tool, sets)?;
+        let entities = self.entities(model.principal_entity(identity), action, sets)?;
 
         let authorizer = Authorizer::new();
         let response = authorizer.is_authorized(&request, &sets.active, &entities);

@@ -1,11 +1,14 @@
-//! The action index: for each tool, only the policies whose action scope can match it.
+//! The action index: for each tool, and for each action beyond tool calls (`ReadResource`,
+//! ...), only the policies whose action scope can match it.
 //!
 //! A policy's action scope (`action == A`, `action in [A, B]`, `action in Group`, or
 //! unconstrained) names the entities it can match. A request for tool `t` can only be matched
 //! by unconstrained policies, by policies naming `t`'s action, or by policies naming one of its
-//! groups (target, extra groups, `CallTool`, `Mcp`). Each known tool gets its policy sets built
-//! once per snapshot; every tool no policy names shares one fallback set, so a call never
-//! evaluates policies that cannot apply and never builds a set on the request path.
+//! groups (target, extra groups, annotation groups, `CallTool`, `Mcp`); a request for a fixed
+//! action by unconstrained policies, policies naming it, and policies naming `Mcp` (all but
+//! `InvokeGateway`). Each known tool and each fixed action gets its policy sets built once per
+//! snapshot; every tool no policy names shares one fallback set, so a request never evaluates
+//! policies that cannot apply and never builds a set on the request path.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -14,9 +17,10 @@ use cedar_policy::{ActionConstraint, Effect, EntityUid, PolicySet};
 
 use super::policies::{Enforcement, LoadedPolicies};
 use crate::model::values::Closed;
-use crate::model::{ActionModel, ToolCatalog};
+use crate::model::{ActionModel, ActionRef, McpAction, ToolCatalog};
 
-/// The policy sets that can apply to one tool, and the entities its requests need.
+/// The policy sets that can apply to one action (a tool's, or a fixed one), and the entities
+/// its requests need.
 #[derive(Debug, Clone, Default)]
 pub struct ToolPolicies {
     /// The enforced policies (they decide).
@@ -49,11 +53,12 @@ impl ToolPolicies {
     }
 }
 
-/// Per-tool policy sets for a policy snapshot.
+/// Per-action policy sets for a policy snapshot.
 #[derive(Debug, Default)]
 pub struct PolicyIndex {
     by_tool: HashMap<String, Arc<ToolPolicies>>,
     fallback: Arc<ToolPolicies>,
+    by_action: HashMap<McpAction, Arc<ToolPolicies>>,
 }
 
 /// Whether a policy's conditions read the `action` variable (its scope aside).
@@ -72,6 +77,7 @@ fn reads_action(policy: &cedar_policy::Policy) -> bool {
 struct Buckets {
     any: Vec<usize>,
     tools: HashMap<String, Vec<usize>>,
+    fixed: HashMap<McpAction, Vec<usize>>,
     groups: HashMap<String, Vec<usize>>,
 }
 
@@ -92,9 +98,10 @@ impl PolicyIndex {
             };
             for uid in uids.iter().filter(|u| model.is_action(u)) {
                 let id = uid.id().unescaped();
-                match model.tool_of_action(id) {
-                    Some(tool) => buckets.tools.entry(tool.to_owned()).or_default().push(i),
-                    None => buckets.groups.entry(id.to_owned()).or_default().push(i),
+                match (model.tool_of_action(id), McpAction::from_id(id)) {
+                    (Some(tool), _) => buckets.tools.entry(tool.to_owned()).or_default().push(i),
+                    (None, Some(action)) => buckets.fixed.entry(action).or_default().push(i),
+                    (None, None) => buckets.groups.entry(id.to_owned()).or_default().push(i),
                 }
             }
         }
@@ -104,12 +111,23 @@ impl PolicyIndex {
         let by_tool = tools
             .into_iter()
             .map(|tool| {
-                let sets = Self::sets_for(policies, model, &buckets, Some(tool));
+                let sets = Self::sets_for(policies, model, &buckets, Some(ActionRef::Tool(tool)));
                 (tool.to_owned(), Arc::new(sets))
             })
             .collect();
         let fallback = Arc::new(Self::sets_for(policies, model, &buckets, None));
-        let mut index = Self { by_tool, fallback };
+        let by_action = McpAction::ALL
+            .into_iter()
+            .map(|action| {
+                let sets = Self::sets_for(policies, model, &buckets, Some(ActionRef::Mcp(action)));
+                (action, Arc::new(sets))
+            })
+            .collect();
+        let mut index = Self {
+            by_tool,
+            fallback,
+            by_action,
+        };
         index.classify(policies);
         index
     }
@@ -156,26 +174,42 @@ impl PolicyIndex {
         self.by_tool.get(tool).unwrap_or(&self.fallback)
     }
 
+    /// The policies that can apply to a request decided as `action`.
+    #[must_use]
+    pub fn for_action(&self, action: ActionRef<'_>) -> &Arc<ToolPolicies> {
+        match action {
+            ActionRef::Tool(tool) => self.for_tool(tool),
+            ActionRef::Mcp(action) => self.by_action.get(&action).unwrap_or(&self.fallback),
+        }
+    }
+
     /// Whether `tool` is named by a policy, a group or the catalog.
     #[must_use]
     pub fn knows(&self, tool: &str) -> bool {
         self.by_tool.contains_key(tool)
     }
 
+    /// The sets of `action`; `None`: of every tool no policy, group or catalog entry names
+    /// (in the target, the annotation groups of MCP's defaults, `CallTool` and `Mcp` only),
+    /// whose action entity is built per request (see `Snapshot::entities`).
     fn sets_for(
         policies: &LoadedPolicies,
         model: &ActionModel,
         buckets: &Buckets,
-        tool: Option<&str>,
+        action: Option<ActionRef<'_>>,
     ) -> ToolPolicies {
-        // An unnamed tool is in the target, `CallTool` and `Mcp` only; its action entity
-        // is built per request (see `Snapshot::authorize`), the rest here.
-        let probe = tool.unwrap_or("");
+        let probe = action.unwrap_or(ActionRef::Tool(""));
         let mut candidates: BTreeSet<usize> = buckets.any.iter().copied().collect();
-        if let Some(tool) = tool {
-            candidates.extend(buckets.tools.get(tool).into_iter().flatten());
+        match action {
+            Some(ActionRef::Tool(tool)) => {
+                candidates.extend(buckets.tools.get(tool).into_iter().flatten());
+            }
+            Some(ActionRef::Mcp(fixed)) => {
+                candidates.extend(buckets.fixed.get(&fixed).into_iter().flatten());
+            }
+            None => {}
         }
-        for group in model.ancestors(probe) {
+        for group in model.ancestors_of(probe) {
             candidates.extend(
                 buckets
                     .groups
@@ -186,8 +220,8 @@ impl PolicyIndex {
         }
         let mut out = ToolPolicies {
             // The model's own entities always form a hierarchy.
-            entities: match tool {
-                Some(tool) => Closed::new(model.action_entities(tool)).unwrap_or_default(),
+            entities: match action {
+                Some(action) => Closed::new(model.entities_of(action)).unwrap_or_default(),
                 None => Closed::default(),
             },
             candidates: candidates.len(),

@@ -28,7 +28,9 @@ use crate::config::Validation;
 use crate::model::schema::GatewaySchema;
 use crate::model::tools::InputType;
 use crate::model::values::Closed;
-use crate::model::{ActionModel, ModelConfig, ToolCatalog};
+use crate::model::{
+    ActionModel, ActionRef, Drift, Govern, ModelConfig, Pins, ToolCatalog, ToolsLock,
+};
 
 /// Where the Cedar schema that policies are validated against comes from.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +55,8 @@ pub struct Snapshot {
     /// Each recent caller's list answers by index class (`partial.rs`); a new snapshot
     /// starts empty, so nothing outlives the policies it was decided by.
     listings: quick_cache::sync::Cache<Arc<str>, partial::ClassListings>,
+    /// `tools.lock` checked against the catalog, when one is enforced.
+    pins: Option<Arc<Pins>>,
 }
 
 /// Callers whose list answers a snapshot keeps.
@@ -75,6 +79,7 @@ impl Snapshot {
             index,
             generation,
             listings: quick_cache::sync::Cache::new(LISTING_CALLERS),
+            pins: None,
         }
     }
 
@@ -88,6 +93,18 @@ impl Snapshot {
     #[must_use]
     pub fn catalog(&self) -> &Arc<ToolCatalog> {
         &self.catalog
+    }
+
+    /// The enforced `tools.lock`, checked against the catalog (`None` when none is enforced).
+    #[must_use]
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_deref()
+    }
+
+    /// Why a call of `tool` is refused by the enforced `tools.lock`, if it is.
+    #[must_use]
+    pub fn pin_drift(&self, tool: &str) -> Option<Drift> {
+        self.pins.as_ref()?.call_drift(tool, &self.catalog)
     }
 
     /// The loaded policies.
@@ -118,14 +135,13 @@ impl Snapshot {
     fn entities(
         &self,
         principal: Arc<cedar_policy_core::ast::Entity>,
-        tool: &str,
+        action: ActionRef<'_>,
         sets: &ToolPolicies,
     ) -> Result<Entities, EngineError> {
         let closed;
         let hierarchy = if sets.entities.is_empty() {
             // A tool no policy names (rare): close its hierarchy now.
-            closed =
-                Closed::new(self.model.action_entities(tool)).map_err(EngineError::Entities)?;
+            closed = Closed::new(self.model.entities_of(action)).map_err(EngineError::Entities)?;
             &closed
         } else {
             &sets.entities
@@ -140,6 +156,10 @@ impl Snapshot {
 #[derive(Debug)]
 struct Inputs {
     model: ModelConfig,
+    /// The enforced `tools.lock`, and its check against the catalog (kept across policy
+    /// reloads, so what lists showed still counts; rebuilt when the lock or catalog changes).
+    tools_lock: Option<ToolsLock>,
+    pins: Option<Arc<Pins>>,
     policies: Option<Arc<LoadedPolicies>>,
     catalog: Arc<ToolCatalog>,
     source: SchemaSource,
@@ -150,6 +170,13 @@ struct Inputs {
 }
 
 impl Inputs {
+    fn refresh_pins(&mut self) {
+        self.pins = self
+            .tools_lock
+            .clone()
+            .map(|lock| Arc::new(Pins::new(lock, &self.catalog)));
+    }
+
     /// The schema for the current catalog and source (`None` when there is none to check).
     fn refresh_schema(&mut self) {
         self.schema = match &self.source {
@@ -170,7 +197,8 @@ impl Inputs {
         self.schema
             .as_ref()
             .map(|s| {
-                validate::validate(policies, s, &ActionModel::new(self.model.clone())).findings
+                let model = ActionModel::with_catalog(self.model.clone(), &self.catalog);
+                validate::validate(policies, s, &model).findings
             })
             .unwrap_or_default()
     }
@@ -194,7 +222,7 @@ impl Check {
         let Some(schema) = &self.schema else {
             return Report::default();
         };
-        let model = ActionModel::new(self.model.clone());
+        let model = ActionModel::with_catalog(self.model.clone(), &self.catalog);
         let validated = validate::validate(policies, schema, &model);
         if !validated.findings.is_empty() || self.validation != Validation::FailOnAnyFindings {
             return Report {
@@ -230,6 +258,9 @@ struct EngineInner {
     current: ArcSwapOption<Snapshot>,
     inputs: Mutex<Inputs>,
     generation: AtomicU64,
+    /// The capabilities decided (fixed with the model), read without a snapshot: a governed
+    /// capability fails closed while no policy set is usable.
+    govern: Govern,
 }
 
 impl PolicyEngine {
@@ -238,9 +269,12 @@ impl PolicyEngine {
     pub fn new(model: ModelConfig) -> Self {
         Self {
             inner: Arc::new(EngineInner {
+                govern: model.govern,
                 current: ArcSwapOption::empty(),
                 inputs: Mutex::new(Inputs {
                     model,
+                    tools_lock: None,
+                    pins: None,
                     policies: None,
                     catalog: Arc::new(ToolCatalog::default()),
                     source: SchemaSource::default(),
@@ -262,6 +296,12 @@ impl PolicyEngine {
         let engine = Self::new(model);
         engine.replace_policies(load(sources)?);
         Ok(engine)
+    }
+
+    /// The capabilities the policy decides (`docs/cedar-model.md`).
+    #[must_use]
+    pub fn govern(&self) -> Govern {
+        self.inner.govern
     }
 
     /// Sets where the validation schema comes from and what findings do.
@@ -337,6 +377,7 @@ impl PolicyEngine {
         let mut findings = Vec::new();
         self.update(|inputs| {
             inputs.catalog = Arc::new(catalog);
+            inputs.refresh_pins();
             inputs.refresh_schema();
             if let Some(policies) = &inputs.policies {
                 findings = inputs.findings(policies);
@@ -346,6 +387,15 @@ impl PolicyEngine {
             tracing::warn!(%finding, "policy validation finding after the tools changed");
         }
         findings
+    }
+
+    /// Enforces `lock` (or none): a tool that does not match its pin is denied and dropped
+    /// from lists (`docs/pinning.md`).
+    pub fn set_tools_lock(&self, lock: Option<ToolsLock>) {
+        self.update(|inputs| {
+            inputs.tools_lock = lock;
+            inputs.refresh_pins();
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inputs> {
@@ -365,12 +415,14 @@ impl PolicyEngine {
         change(&mut inputs);
         let snapshot = inputs.policies.as_ref().map(|policies| {
             let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-            Arc::new(Snapshot::new(
-                ActionModel::new(inputs.model.clone()),
+            let mut snapshot = Snapshot::new(
+                ActionModel::with_catalog(inputs.model.clone(), &inputs.catalog),
                 Arc::clone(policies),
                 Arc::clone(&inputs.catalog),
                 generation,
-            ))
+            );
+            snapshot.pins.clone_from(&inputs.pins);
+            Arc::new(snapshot)
         });
         self.inner.current.store(snapshot);
     }
@@ -749,6 +801,102 @@ mod tests {
         );
     }
 
+    #[test]
+    fn annotation_groups_decide_calls_and_follow_the_catalog() {
+        let policy = r#"permit(principal, action in AgentCore::Action::"ReadOnlyTools", resource);
+            forbid(principal, action in AgentCore::Action::"DestructiveTools", resource) when { principal.hasTag("intern") };"#;
+        let engine = PolicyEngine::from_sources(model(), &[PolicySource::new("p.cedar", policy)])
+            .expect("loads");
+        let annotated = |read_only: bool| {
+            ToolCatalog::from_list(
+                &json!([{"name": "get_order", "annotations": {"readOnlyHint": read_only}}]),
+            )
+        };
+        let _ = engine.set_catalog(annotated(true));
+        assert!(
+            decide(&engine, &user(&[]), "get_order", json!({}))
+                .expect("decides")
+                .allowed()
+        );
+        assert!(
+            !decide(&engine, &user(&[]), "process_refund", json!({}))
+                .expect("decides")
+                .allowed(),
+            "a tool the catalog does not know is not read-only"
+        );
+        let intern = user(&[("intern", "yes")]);
+        let denied = decide(&engine, &intern, "never_listed", json!({})).expect("decides");
+        assert!(
+            !denied.allowed() && denied.determining == ["p.1"],
+            "an unknown tool is destructive, as MCP's defaults say: {denied:?}"
+        );
+        let _ = engine.set_catalog(annotated(false));
+        assert!(
+            !decide(&engine, &user(&[]), "get_order", json!({}))
+                .expect("decides")
+                .allowed(),
+            "re-derived when the tools change"
+        );
+    }
+
+    #[test]
+    fn fixed_actions_are_default_deny_and_decided_by_their_context() {
+        use crate::model::{Capability, McpAction};
+        let mut config = model();
+        config.govern = Govern::new([Capability::Resources, Capability::Invoke]);
+        let policies = r#"
+            @id("public_docs")
+            permit(principal, action == AgentCore::Action::"ReadResource", resource) when { context.uri like "docs://*" };
+            @id("no_secrets")
+            forbid(principal, action in AgentCore::Action::"Mcp", resource) when { context has uri && context.uri == "docs://secret" };
+            @id("office")
+            permit(principal, action == AgentCore::Action::"InvokeGateway", resource) when { context.sourceIp.isInRange(ip("10.0.0.0/8")) };"#;
+        let engine = PolicyEngine::from_sources(config, &[PolicySource::new("p.cedar", policies)])
+            .expect("loads");
+        let snapshot = engine.snapshot().expect("snapshot");
+        let read = |uri: &str| {
+            snapshot
+                .authorize_params(
+                    &user(&[]),
+                    McpAction::ReadResource,
+                    Some(&json!({"uri": uri})),
+                )
+                .expect("decides")
+        };
+        assert!(read("docs://readme").allowed());
+        assert_eq!(read("docs://secret").determining, ["no_secrets"]);
+        assert_eq!(
+            read("orders://1").deny_reason(),
+            "Policy evaluation denied due to no determining policies"
+        );
+        let invoke = |ip: &str| {
+            snapshot
+                .authorize_params(
+                    &user(&[]),
+                    McpAction::InvokeGateway,
+                    Some(&json!({"sourceIp": ip, "method": "POST"})),
+                )
+                .expect("decides")
+                .allowed()
+        };
+        assert!(invoke("10.9.8.7") && !invoke("203.0.113.1"));
+        assert!(
+            !snapshot
+                .authorize_params(
+                    &user(&[]),
+                    McpAction::GetPrompt,
+                    Some(&json!({"name": "p"}))
+                )
+                .expect("decides")
+                .allowed(),
+            "no permit names prompts: default deny"
+        );
+        assert_eq!(
+            engine.govern(),
+            Govern::new([Capability::Resources, Capability::Invoke])
+        );
+    }
+
     fn validating_engine(validation: Validation) -> PolicyEngine {
         let engine = PolicyEngine::new(model());
         engine.configure_validation(SchemaSource::FromTools, validation);
@@ -835,6 +983,64 @@ when { context.input.amout.lessThan(decimal("1000.0")) };"#;
                 .replace("REFUND", REFUND)
                 .replace("GET_ORDER", GET_ORDER);
             engine.set_policies(load(&[PolicySource::new("p.cedar", text)]).expect("parses"))
+        }
+
+        /// The environments of an analysis's summary: (all, answered by earlier analyses).
+        fn environments(report: &Report) -> (usize, usize) {
+            let summary = report.analysis.as_deref().expect("the analysis ran");
+            let number = |after: &str| -> usize {
+                let start = summary.find(after).expect(after) + after.len();
+                summary[start..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("a number")
+            };
+            (number(" over "), number(" environments ("))
+        }
+
+        #[test]
+        fn a_reload_asks_the_solver_again_only_where_the_edited_policy_applies() {
+            let set = |team: &str| {
+                format!(
+                    r#"permit(principal, action == REFUND, resource) when {{ principal.hasTag("team") && principal.getTag("team") == "{team}" }};
+                       permit(principal, action == GET_ORDER, resource) when {{ principal.hasTag("team") && principal.getTag("team") == "cache-probe-orders" }};"#
+                )
+            };
+            let first = analysed(
+                Validation::FailOnAnyFindings,
+                Solver::Auto,
+                &set("cache-probe-a"),
+            )
+            .expect("no findings");
+            assert!(
+                first.notes.is_empty(),
+                "is cvc5 installed? {:?}",
+                first.notes
+            );
+            let (all, _) = environments(&first);
+            let again = analysed(
+                Validation::FailOnAnyFindings,
+                Solver::Auto,
+                &set("cache-probe-a"),
+            )
+            .expect("no findings");
+            assert_eq!(
+                environments(&again),
+                (all, all),
+                "the same set: every answer reused"
+            );
+            let edited = analysed(
+                Validation::FailOnAnyFindings,
+                Solver::Auto,
+                &set("cache-probe-b"),
+            )
+            .expect("no findings");
+            assert_eq!(
+                environments(&edited),
+                (all, all - 2),
+                "only the edited permit's environments (its tool, for each principal type) are asked again"
+            );
         }
 
         fn refused_with_solver(text: &str) -> Vec<Finding> {
@@ -994,6 +1200,72 @@ forbid(principal, action == GET_ORDER, resource);"#;
         }
 
         #[test]
+        fn fixed_actions_are_validated_and_analysed_with_replayed_examples() {
+            use crate::model::{Capability, McpAction};
+            let mut config = model();
+            config.govern = Govern::new([Capability::Resources, Capability::Invoke]);
+            let engine = PolicyEngine::new(config);
+            engine.configure_validation(SchemaSource::FromTools, Validation::FailOnAnyFindings);
+            let _ = engine.set_catalog(refund_catalog("number"));
+            let text = r#"@id("all_docs")
+permit(principal is AgentCore::OAuthUser, action == AgentCore::Action::"ReadResource", resource);
+@id("office")
+permit(principal, action == AgentCore::Action::"InvokeGateway", resource)
+when { context.sourceIp.isInRange(ip("10.0.0.0/8")) };
+@id("never_from_office")
+forbid(principal, action == AgentCore::Action::"InvokeGateway", resource)
+when { context.sourceIp.isInRange(ip("10.0.0.0/8")) };"#;
+            let refused = engine
+                .set_policies(load(&[PolicySource::new("p.cedar", text)]).expect("parses"))
+                .expect_err("findings");
+            assert!(refused.notes.is_empty(), "{:?}", refused.notes);
+            let found: Vec<(FindingKind, &str)> = refused
+                .findings
+                .iter()
+                .map(|f| (f.kind, f.policy.as_str()))
+                .collect();
+            assert!(
+                found.contains(&(FindingKind::OverlyPermissive, "all_docs"))
+                    && found.contains(&(FindingKind::OverlyRestrictive, "never_from_office")),
+                "{:?}",
+                refused.findings
+            );
+            let permissive = refused
+                .findings
+                .iter()
+                .find(|f| f.policy == "all_docs")
+                .expect("finding");
+            let example = permissive.example.as_ref().expect("an allowed request");
+            assert_eq!(example["method"], "resources/read", "{example}");
+            let restrictive = refused
+                .findings
+                .iter()
+                .find(|f| f.policy == "never_from_office")
+                .expect("finding");
+            let example = restrictive.example.as_ref().expect("a denied request");
+            assert_eq!(example["method"], "invoke", "{example}");
+            let ip: std::net::IpAddr = example["input"]["sourceIp"]
+                .as_str()
+                .expect("an address")
+                .parse()
+                .expect("parses");
+            assert!(ip.to_string().starts_with("10."), "{example}");
+            let typo = r#"permit(principal, action == AgentCore::Action::"ReadResource", resource) when { context.url == "x" };"#;
+            let refused = engine
+                .set_policies(load(&[PolicySource::new("typo.cedar", typo)]).expect("parses"))
+                .expect_err("no attribute url");
+            assert_eq!(refused.findings[0].kind, FindingKind::Schema);
+            let prompts = r#"permit(principal, action == AgentCore::Action::"GetPrompt", resource) when { context.name == "x" };"#;
+            assert!(
+                engine
+                    .set_policies(load(&[PolicySource::new("p.cedar", prompts)]).expect("parses"))
+                    .is_err(),
+                "prompts are not governed: GetPrompt is no action of the schema"
+            );
+            let _ = McpAction::ALL;
+        }
+
+        #[test]
         fn ignore_all_findings_loads_what_the_analysis_would_refuse() {
             let text = "permit(principal is AgentCore::OAuthUser, action == GET_ORDER, resource);";
             let report = analysed(Validation::IgnoreAllFindings, Solver::Auto, text)
@@ -1039,23 +1311,65 @@ permit(principal, action == GET_ORDER, resource);
 
     mod index_equivalence {
         use super::*;
+        use crate::model::{McpAction, RequestContext, params};
         use cedar_policy::{Authorizer, Decision, PolicySet, Request};
         use proptest::prelude::*;
 
         const TOOLS: [&str; 4] = ["process_refund", "get_order", "update_order", "unlisted"];
-        const GROUPS: [&str; 5] = ["RefundTool", "ReadOnly", "CallTool", "Mcp", "Other"];
+        const FIXED: [McpAction; 6] = McpAction::ALL;
+        const GROUPS: [&str; 9] = [
+            "RefundTool",
+            "ReadOnly",
+            "CallTool",
+            "Mcp",
+            "Other",
+            "ReadOnlyTools",
+            "DestructiveTools",
+            "IdempotentTools",
+            "OpenWorldTools",
+        ];
+
+        /// What a generated request decides: a tool's call, or a fixed action.
+        #[derive(Debug, Clone, Copy)]
+        enum Target {
+            Tool(&'static str),
+            Mcp(McpAction),
+        }
+
+        impl Target {
+            fn action(self) -> ActionRef<'static> {
+                match self {
+                    Self::Tool(tool) => ActionRef::Tool(tool),
+                    Self::Mcp(action) => ActionRef::Mcp(action),
+                }
+            }
+        }
+
+        fn target() -> impl Strategy<Value = Target> {
+            prop_oneof![
+                prop::sample::select(TOOLS.to_vec()).prop_map(Target::Tool),
+                prop::sample::select(FIXED.to_vec()).prop_map(Target::Mcp),
+            ]
+        }
+
+        fn action_uid() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(TOOLS.to_vec())
+                    .prop_map(|t| format!(r#"AgentCore::Action::"RefundTool___{t}""#)),
+                prop::sample::select(FIXED.to_vec())
+                    .prop_map(|a| format!(r#"AgentCore::Action::"{}""#, a.id())),
+            ]
+        }
 
         fn action_scope() -> impl Strategy<Value = String> {
-            let tool = prop::sample::select(TOOLS.to_vec())
-                .prop_map(|t| format!(r#"AgentCore::Action::"RefundTool___{t}""#));
             let group = prop::sample::select(GROUPS.to_vec())
                 .prop_map(|g| format!(r#"AgentCore::Action::"{g}""#));
             prop_oneof![
                 Just("action".to_owned()),
-                tool.clone().prop_map(|a| format!("action == {a}")),
+                action_uid().prop_map(|a| format!("action == {a}")),
                 group.clone().prop_map(|a| format!("action == {a}")),
                 group.prop_map(|a| format!("action in {a}")),
-                prop::collection::vec(tool, 1..3)
+                prop::collection::vec(action_uid(), 1..3)
                     .prop_map(|v| format!("action in [{}]", v.join(", "))),
             ]
         }
@@ -1069,6 +1383,9 @@ permit(principal, action == GET_ORDER, resource);
                 // Conditions on `action` keep a tool out of the list classes (`index.rs`).
                 r#"action == AgentCore::Action::"RefundTool___get_order""#,
                 r#"action in AgentCore::Action::"RefundTool" && context.input.amount.lessThan(decimal("5.0"))"#,
+                r#"context.uri like "docs://*""#,
+                r#"context.sourceIp.isInRange(ip("10.0.0.0/8"))"#,
+                r#"context.arguments.topic == "cedar""#,
             ])
         }
 
@@ -1079,34 +1396,90 @@ permit(principal, action == GET_ORDER, resource);
             })
         }
 
+        /// The tools, one of them annotated read-only, and a prompt.
+        fn catalog() -> ToolCatalog {
+            ToolCatalog::from_list(&json!({"tools": [{
+                "name": "process_refund",
+                "inputSchema": {"type": "object", "properties": {
+                    "amount": {"type": "number"}, "customer_id": {"type": "string"}},
+                    "required": ["amount"]}
+            }, {"name": "get_order", "annotations": {"readOnlyHint": true, "openWorldHint": false},
+                "inputSchema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}]}))
+            .with_prompts(&json!([{"name": "summarize", "arguments": [{"name": "topic", "required": true}]}]))
+        }
+
+        /// The context of a generated request: the refund arguments for a tool, params for
+        /// a fixed action (`inside` picks the values the conditions test for).
+        fn context(
+            target: Target,
+            amount: i64,
+            inside: bool,
+            catalog: &ToolCatalog,
+        ) -> RequestContext {
+            let action = match target {
+                Target::Tool(tool) => {
+                    let args = json!({"amount": amount, "customer_id": "C1"});
+                    let snapshot_type = catalog.get(tool).map_or(&InputType::Untyped, |t| &t.input);
+                    let context = crate::model::TypedInput::new(Some(&args), snapshot_type)
+                        .expect("typed")
+                        .into_context();
+                    return RequestContext(context);
+                }
+                Target::Mcp(action) => action,
+            };
+            let params = match action {
+                McpAction::ReadResource => {
+                    json!({"uri": if inside { "docs://a" } else { "other://b" }})
+                }
+                McpAction::GetPrompt => {
+                    json!({"name": "summarize", "arguments": {"topic": if inside { "cedar" } else { "rust" }}})
+                }
+                McpAction::CreateMessage => json!({"maxTokens": amount}),
+                McpAction::Elicit => json!({"message": "ok?"}),
+                McpAction::ListRoots => json!({}),
+                McpAction::InvokeGateway => {
+                    json!({"sourceIp": if inside { "10.1.2.3" } else { "192.0.2.1" }, "method": "POST"})
+                }
+            };
+            params::from_params(action, Some(&params), catalog).expect("context")
+        }
+
         proptest! {
-            #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+            #![proptest_config(ProptestConfig { cases: 192, ..ProptestConfig::default() })]
             #[test]
             fn indexed_decisions_equal_whole_set_decisions(
                 policies in prop::collection::vec(policy(), 0..12),
-                tool in prop::sample::select(TOOLS.to_vec()),
+                target in target(),
                 amount in -2000i64..3000,
                 admin in prop::bool::ANY,
+                inside in prop::bool::ANY,
             ) {
                 let mut config = model();
                 config.groups.insert("ReadOnly".into(), vec!["get_order".into()]);
+                config.govern = Govern::all();
                 let text = policies.join("\n");
                 let engine = PolicyEngine::from_sources(config, &[PolicySource::new("p.cedar", text)]).expect("loads");
-                let _ = engine.set_catalog(refund_catalog("number"));
+                let catalog = catalog();
+                let _ = engine.set_catalog(catalog.clone());
                 let snapshot = engine.snapshot().expect("snapshot");
                 let identity = if admin { user(&[("role", "admin")]) } else { user(&[]) };
-                let args = json!({"amount": amount, "customer_id": "C1"});
-                let indexed = snapshot.authorize(&identity, tool, Some(&args)).expect("decides");
+                let action = target.action();
+                let context = context(target, amount, inside, &catalog);
+                let indexed = match target {
+                    Target::Tool(tool) => {
+                        let args = json!({"amount": amount, "customer_id": "C1"});
+                        snapshot.authorize(&identity, tool, Some(&args)).expect("decides")
+                    }
+                    Target::Mcp(fixed) => snapshot.authorize_mcp(&identity, fixed, context.clone()).expect("decides"),
+                };
 
                 let mut whole = PolicySet::new();
                 for p in &snapshot.policies().policies {
                     whole.add(p.policy.clone()).expect("unique ids");
                 }
                 let model = snapshot.model();
-                let input_type = snapshot.input_type(tool);
-                let context = crate::model::TypedInput::new(Some(&args), input_type).expect("typed").into_context();
-                let request = Request::new(model.principal_uid(&identity), model.action_uid(tool), model.resource_uid(), context, None).expect("request");
-                let entities = crate::model::values::Closed::new(model.action_entities(tool)).expect("closed")
+                let request = Request::new(model.principal_uid(&identity), model.uid_of(action), model.resource_uid(), context.into_context(), None).expect("request");
+                let entities = crate::model::values::Closed::new(model.entities_of(action)).expect("closed")
                     .with_leaf(model.principal_entity(&identity)).expect("entities");
                 let response = Authorizer::new().is_authorized(&request, &whole, &entities);
                 let mut determining: Vec<String> = response.diagnostics().reason().map(|id| AsRef::<str>::as_ref(id).to_owned()).collect();
@@ -1118,7 +1491,7 @@ permit(principal, action == GET_ORDER, resource);
                 // The listing (input unknown) too, including the shortcut for no permit.
                 let partial = Request::builder()
                     .principal(model.principal_uid(&identity))
-                    .action(model.action_uid(tool))
+                    .action(model.uid_of(action))
                     .resource(model.resource_uid())
                     .build();
                 let expected = match Authorizer::new().is_authorized_partial(&partial, &whole, &entities).decision() {
@@ -1126,7 +1499,7 @@ permit(principal, action == GET_ORDER, resource);
                     Some(Decision::Deny) => Listing::Denied,
                     None => Listing::Depends,
                 };
-                prop_assert_eq!(snapshot.partially_authorize(&identity, tool), Ok(expected));
+                prop_assert_eq!(snapshot.lister(&identity).listing_of(action, None), Ok(expected));
             }
         }
     }

@@ -1,10 +1,13 @@
-//! PartiallyAuthorizeActions: which listed tools a caller could ever be allowed to call.
+//! PartiallyAuthorizeActions: which listed tools a caller could ever be allowed to call, and
+//! which listed resources, resource templates and prompts it could read or get.
 //!
 //! Each tool is evaluated with principal, action, resource and `context.system` (the time)
 //! known and `context.input` unknown (Cedar partial evaluation). Only a definite Deny drops a
 //! tool; a permit that depends on the input keeps it listed, and its calls are decided at call
 //! time (`docs/request-flow.md`). A permit that only business hours allow drops the tool from
-//! a list made at night.
+//! a list made at night. A listed resource is decided with its `uri` known, a prompt with its
+//! `name` known and its `arguments` unknown, a resource template with the whole context
+//! unknown (the `uri` it expands to is not known yet).
 //!
 //! Tools of one index class (the same enforced policies, none reading `action`) are decided
 //! alike, so a list evaluates each class once; and when no policy of the class reads the
@@ -24,6 +27,7 @@ use super::{EngineError, Snapshot};
 use crate::auth::Identity;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::model::values;
+use crate::model::{ActionRef, RequestContext};
 
 /// What partial evaluation says of one tool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +165,35 @@ impl Lister<'_> {
         Ok(listing)
     }
 
+    /// Partially evaluates a request decided as `action` (beyond tool calls) with `context`
+    /// (with unknowns), or with the context unknown altogether.
+    ///
+    /// # Errors
+    /// [`EngineError`] when Cedar cannot build or evaluate the request: the caller fails
+    /// closed.
+    pub fn listing_of(
+        &self,
+        action: ActionRef<'_>,
+        context: Option<RequestContext>,
+    ) -> Result<Listing, EngineError> {
+        let snapshot = self.snapshot;
+        let sets = snapshot.index.for_action(action);
+        if !sets.any_permit {
+            return Ok(Listing::Denied);
+        }
+        let mut builder = Request::builder()
+            .principal(self.principal.clone())
+            .action(snapshot.model.uid_of(action))
+            .resource(self.resource.clone());
+        if let Some(context) = context {
+            builder = builder.context(context.into_context());
+        }
+        let request = builder.build();
+        let entities = snapshot.entities(Arc::clone(&self.principal_entity), action, sets)?;
+        let response = Authorizer::new().is_authorized_partial(&request, &sets.active, &entities);
+        Ok(response.decision().map_or(Listing::Depends, decided))
+    }
+
     fn evaluate(
         &self,
         tool: &str,
@@ -170,13 +203,14 @@ impl Lister<'_> {
         let context = CONTEXT
             .as_ref()
             .map_err(|e| EngineError::Request(e.clone()))?;
+        let action = ActionRef::Tool(tool);
         let request = Request::builder()
             .principal(self.principal.clone())
-            .action(snapshot.model.action_uid(tool))
+            .action(snapshot.model.uid_of(action))
             .resource(self.resource.clone())
             .context(context.clone())
             .build();
-        let entities = snapshot.entities(Arc::clone(&self.principal_entity), tool, sets)?;
+        let entities = snapshot.entities(Arc::clone(&self.principal_entity), action, sets)?;
         let authorizer = Authorizer::new();
         let first = authorizer.is_authorized_partial(&request, &sets.active, &entities);
         if let Some(decision) = first.decision() {

@@ -1,6 +1,6 @@
-//! A `text/event-stream` rewriter: an event a client could take for a tools/list answer is
-//! rewritten (filtered); every other event passes through byte for byte, as soon as it is
-//! complete. Every event is read whole before it leaves, so none is longer than the limit: a
+//! A `text/event-stream` rewriter: an event a client could take for a list answer is
+//! rewritten (filtered), an event carrying a denied server request is dropped; every other
+//! event passes through byte for byte, as soon as it is complete. Every event is read whole before it leaves, so none is longer than the limit: a
 //! longer one ends the stream (fail closed), the pending lists answered with the failure.
 //!
 //! Hand-written rather than an SSE crate's parser, because passing foreign events through
@@ -40,7 +40,13 @@ impl SseRewriter {
     }
 
     fn pending(&self) -> bool {
-        !self.rewrite.list_ids.is_empty()
+        !self.rewrite.lists.is_empty()
+    }
+
+    /// Whether an event's bytes may hold something the filter reads, read as a client
+    /// decodes them.
+    fn may_concern(&self, event: &[u8]) -> bool {
+        self.rewrite.may_concern(&String::from_utf8_lossy(event))
     }
 
     /// Takes one upstream chunk; returns what to send now (possibly nothing).
@@ -91,7 +97,7 @@ impl SseRewriter {
         let mut out = self.start();
         if !self.buf.is_empty() {
             let rest = self.buf.split().freeze();
-            if self.pending() || may_list(&rest) {
+            if self.pending() || self.may_concern(&rest) {
                 self.event(&rest, b"", &mut out);
             } else {
                 out.extend_from_slice(&rest);
@@ -128,7 +134,7 @@ impl SseRewriter {
         // The stream ended inside this event (`finish`): end it here, or the failure that
         // follows for a list still pending would run into its last line and be lost.
         let sep = if sep.is_empty() { b"\n\n" } else { sep };
-        if !self.pending() && !may_list(text) {
+        if !self.pending() && !self.may_concern(text) {
             out.extend_from_slice(event);
             out.extend_from_slice(sep);
             return;
@@ -156,6 +162,18 @@ impl SseRewriter {
             return;
         }
         match self.rewrite.message(&data) {
+            // A denied server request: the event is dropped. Its other fields stay when it
+            // has an `id`, so a resumed stream starts after it; without `data` a client
+            // dispatches nothing.
+            Some(rewritten) if rewritten.is_empty() => {
+                if others.iter().any(|line| line.starts_with(b"id")) {
+                    for line in &others {
+                        out.extend_from_slice(line);
+                        out.extend_from_slice(b"\n");
+                    }
+                    out.extend_from_slice(b"\n");
+                }
+            }
             Some(rewritten) => push_event(out, &others, &rewritten, sep),
             None => {
                 out.extend_from_slice(event);
@@ -163,12 +181,6 @@ impl SseRewriter {
             }
         }
     }
-}
-
-/// Whether an event's bytes may hold a tools/list answer (see [`super::may_list`]), read as
-/// a client decodes them.
-fn may_list(event: &[u8]) -> bool {
-    super::may_list(&String::from_utf8_lossy(event))
 }
 
 fn push_event(out: &mut BytesMut, others: &[&[u8]], data: &str, sep: &[u8]) {

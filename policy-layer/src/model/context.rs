@@ -84,6 +84,13 @@ impl TypedInput {
     pub fn into_context_with_system(self, system: CedarValue) -> Context {
         values::context_with_system(self.0, system)
     }
+
+    /// The typed value itself (the contexts of the actions beyond tool calls are built from
+    /// it, `model/params.rs`).
+    #[must_use]
+    pub fn into_value(self) -> CedarValue {
+        self.0
+    }
 }
 
 /// Types one JSON value, given as its text.

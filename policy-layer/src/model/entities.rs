@@ -1,12 +1,14 @@
 //! Principal, action and resource entities of the `AgentCore` namespace (`docs/cedar-model.md`).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 
 use std::sync::Arc;
 
 use cedar_policy::{Entity, EntityId, EntityTypeName, EntityUid};
 
+use super::actions::{Govern, McpAction, ToolGroup, ToolGroups};
+use super::tools::ToolCatalog;
 use super::values;
 
 use crate::auth::{Identity, PrincipalKind};
@@ -18,7 +20,8 @@ pub const DEFAULT_GATEWAY_ID: &str = "gateway";
 /// The separator between target and tool in an action id (three underscores).
 pub const ACTION_SEPARATOR: &str = "___";
 
-/// What names the Cedar entities: the target, the gateway and extra action groups.
+/// What names the Cedar entities: the target, the gateway and extra action groups; and which
+/// capabilities the policy governs (their actions exist only then).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelConfig {
     /// The target name: actions are `<target>___<tool>`.
@@ -27,6 +30,8 @@ pub struct ModelConfig {
     pub gateway_id: String,
     /// Extra action groups: group name -> tools it contains.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// The capabilities the policy decides (tools only by default, as AgentCore).
+    pub govern: Govern,
 }
 
 impl Default for ModelConfig {
@@ -35,6 +40,27 @@ impl Default for ModelConfig {
             target: DEFAULT_TARGET.to_owned(),
             gateway_id: DEFAULT_GATEWAY_ID.to_owned(),
             groups: BTreeMap::new(),
+            govern: Govern::default(),
+        }
+    }
+}
+
+/// An action a request is decided as: a tool's, or one of the fixed [`McpAction`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ActionRef<'a> {
+    /// `<target>___<tool>`, for a call of this upstream tool.
+    Tool(&'a str),
+    /// A fixed action (`ReadResource`, ...).
+    Mcp(McpAction),
+}
+
+impl ActionRef<'_> {
+    /// The action id (`<target>___<tool>` or the fixed name).
+    #[must_use]
+    pub fn id(self, model: &ActionModel) -> String {
+        match self {
+            Self::Tool(tool) => model.action_id(tool),
+            Self::Mcp(action) => action.id().to_owned(),
         }
     }
 }
@@ -56,12 +82,30 @@ pub struct ActionModel {
     oauth_user: EntityTypeName,
     unauthenticated: EntityTypeName,
     resource: Entity,
-    /// `Mcp`, `CallTool`, `<target>` and the extra groups, with their parents.
+    /// `Mcp`, `CallTool`, `<target>`, the annotation groups and the extra groups, with their
+    /// parents.
     group_entities: Vec<Entity>,
+    /// The annotation groups of the tools the catalog knows (any other tool: MCP's defaults).
+    tool_groups: Arc<HashMap<String, ToolGroups>>,
 }
 
 impl ActionModel {
-    /// The model for a configuration.
+    /// The model for a configuration, with the annotation groups of the tools in `catalog`
+    /// (`docs/cedar-model.md`): re-derived whenever the catalog changes.
+    #[must_use]
+    pub fn with_catalog(config: ModelConfig, catalog: &ToolCatalog) -> Self {
+        let mut model = Self::new(config);
+        model.tool_groups = Arc::new(
+            catalog
+                .iter()
+                .map(|tool| (tool.name.clone(), tool.groups))
+                .collect(),
+        );
+        model
+    }
+
+    /// The model for a configuration, no tool known (each in the annotation groups of MCP's
+    /// defaults).
     #[must_use]
     pub fn new(config: ModelConfig) -> Self {
         let action_type = type_name("AgentCore::Action");
@@ -75,10 +119,16 @@ impl ActionModel {
             Entity::new_no_attrs(target, HashSet::from([call_tool.clone()])),
         ];
         group_entities.extend(
-            config
-                .groups
-                .keys()
-                .filter(|g| **g != config.target)
+            ToolGroup::ALL
+                .iter()
+                .map(|g| g.id())
+                .chain(
+                    config
+                        .groups
+                        .keys()
+                        .map(String::as_str)
+                        .filter(|g| *g != config.target),
+                )
                 .map(|g| {
                     Entity::new_no_attrs(uid(&action_type, g), HashSet::from([call_tool.clone()]))
                 }),
@@ -90,6 +140,54 @@ impl ActionModel {
             unauthenticated: type_name("AgentCore::UnauthenticatedUser"),
             resource,
             group_entities,
+            tool_groups: Arc::new(HashMap::new()),
+        }
+    }
+
+    /// The annotation groups of `tool`.
+    #[must_use]
+    pub fn tool_groups(&self, tool: &str) -> ToolGroups {
+        self.tool_groups
+            .get(tool)
+            .copied()
+            .unwrap_or(ToolGroups::DEFAULTS)
+    }
+
+    /// The uid of an action.
+    #[must_use]
+    pub fn uid_of(&self, action: ActionRef<'_>) -> EntityUid {
+        match action {
+            ActionRef::Tool(tool) => self.action_uid(tool),
+            ActionRef::Mcp(action) => uid(&self.action_type, action.id()),
+        }
+    }
+
+    /// The groups an action is in, nearest first.
+    #[must_use]
+    pub fn ancestors_of(&self, action: ActionRef<'_>) -> Vec<EntityUid> {
+        match action {
+            ActionRef::Tool(tool) => self.ancestors(tool),
+            ActionRef::Mcp(action) if action.in_mcp() => vec![uid(&self.action_type, "Mcp")],
+            ActionRef::Mcp(_) => Vec::new(),
+        }
+    }
+
+    /// The entities every request for `action` needs (see [`Self::action_entities`]).
+    #[must_use]
+    pub fn entities_of(&self, action: ActionRef<'_>) -> Vec<Entity> {
+        match action {
+            ActionRef::Tool(tool) => self.action_entities(tool),
+            ActionRef::Mcp(fixed) => {
+                let parents: HashSet<EntityUid> = self.ancestors_of(action).into_iter().collect();
+                let mut out = Vec::with_capacity(self.group_entities.len() + 2);
+                out.push(Entity::new_no_attrs(
+                    uid(&self.action_type, fixed.id()),
+                    parents,
+                ));
+                out.extend(self.group_entities.iter().cloned());
+                out.push(self.resource.clone());
+                out
+            }
         }
     }
 
@@ -126,7 +224,7 @@ impl ActionModel {
     }
 
     /// The uids of the groups a tool's action is in, nearest first (target, extra groups,
-    /// `CallTool`, `Mcp`).
+    /// annotation groups, `CallTool`, `Mcp`).
     #[must_use]
     pub fn ancestors(&self, tool: &str) -> Vec<EntityUid> {
         let mut out = vec![uid(&self.action_type, &self.config.target)];
@@ -136,6 +234,11 @@ impl ActionModel {
                 .iter()
                 .filter(|(g, tools)| **g != self.config.target && tools.iter().any(|t| t == tool))
                 .map(|(g, _)| uid(&self.action_type, g)),
+        );
+        out.extend(
+            self.tool_groups(tool)
+                .iter()
+                .map(|g| uid(&self.action_type, g.id())),
         );
         out.push(uid(&self.action_type, "CallTool"));
         out.push(uid(&self.action_type, "Mcp"));
@@ -221,7 +324,55 @@ mod tests {
             .iter()
             .map(|u| u.id().unescaped().to_owned())
             .collect();
-        assert_eq!(ids, ["Orders", "ReadOnly", "CallTool", "Mcp"]);
-        assert_eq!(model.ancestors("update_order").len(), 3);
+        assert_eq!(
+            ids,
+            [
+                "Orders",
+                "ReadOnly",
+                "DestructiveTools",
+                "OpenWorldTools",
+                "CallTool",
+                "Mcp"
+            ]
+        );
+        assert_eq!(model.ancestors("update_order").len(), 5);
+    }
+
+    #[test]
+    fn annotation_groups_come_from_the_catalog_and_fixed_actions_sit_in_mcp() {
+        let catalog = ToolCatalog::from_list(&serde_json::json!([
+            {"name": "get_order", "annotations": {"readOnlyHint": true, "openWorldHint": false}}
+        ]));
+        let model = ActionModel::with_catalog(ModelConfig::default(), &catalog);
+        let ids = |uids: Vec<EntityUid>| {
+            uids.iter()
+                .map(|u| u.id().unescaped().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ids(model.ancestors("get_order")),
+            [
+                "Target",
+                "ReadOnlyTools",
+                "IdempotentTools",
+                "CallTool",
+                "Mcp"
+            ]
+        );
+        assert_eq!(
+            ids(model.ancestors_of(ActionRef::Mcp(McpAction::ReadResource))),
+            ["Mcp"]
+        );
+        assert!(
+            model
+                .ancestors_of(ActionRef::Mcp(McpAction::InvokeGateway))
+                .is_empty()
+        );
+        assert_eq!(
+            model
+                .uid_of(ActionRef::Mcp(McpAction::GetPrompt))
+                .to_string(),
+            r#"AgentCore::Action::"GetPrompt""#
+        );
     }
 }

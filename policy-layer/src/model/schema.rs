@@ -11,6 +11,7 @@ use cedar_policy_mcp_schema_generator::{SchemaGenerator, SchemaGeneratorConfig};
 use mcp_tools_sdk::description::ServerDescription;
 use serde_json::{Value, json};
 
+use super::actions::{McpAction, ToolGroup};
 use super::entities::{ACTION_SEPARATOR, ModelConfig};
 use super::tools::ToolCatalog;
 
@@ -49,18 +50,19 @@ impl GatewaySchema {
     }
 
     /// Generates the schema of a gateway: the `AgentCore` principal and resource types, the
-    /// action groups (`Mcp`, `CallTool`, the target, extra groups) and an action
-    /// `<target>___<tool>` per tool, its `context.input` typed from the tool's inputSchema and
-    /// its `context.system` the type `System = { now: datetime }` (the generator's
-    /// `@mcp_context` annotation adds it to every action's context).
+    /// action groups (`Mcp`, `CallTool`, the target, the annotation groups, extra groups), an
+    /// action `<target>___<tool>` per tool, its `context.input` typed from the tool's
+    /// inputSchema and its `context.system` the type `System = { now: datetime }` (the
+    /// generator's `@mcp_context` annotation adds it to every action's context), and the
+    /// actions of the other governed capabilities (`docs/cedar-model.md`).
     ///
     /// # Errors
     /// [`SchemaError`] when the generator rejects a tool description.
     pub fn generate(model: &ModelConfig, catalog: &ToolCatalog) -> Result<Self, SchemaError> {
         let mut tools: Vec<&super::tools::ToolSchema> = catalog.iter().collect();
         tools.sort_by(|a, b| a.name.cmp(&b.name));
-        let tools: Vec<Value> = tools
-            .into_iter()
+        let definitions: Vec<Value> = tools
+            .iter()
             .map(|tool| {
                 let mut definition = tool.definition.clone();
                 if let Some(obj) = definition.as_object_mut() {
@@ -76,7 +78,7 @@ impl GatewaySchema {
                 definition
             })
             .collect();
-        let description = ServerDescription::from_json_str(&Value::Array(tools).to_string())
+        let description = ServerDescription::from_json_str(&Value::Array(definitions).to_string())
             .map_err(schema_err)?;
         let config = SchemaGeneratorConfig::default()
             .objects_as_records(true)
@@ -87,20 +89,8 @@ impl GatewaySchema {
             .add_actions_from_server_description(&description)
             .map_err(schema_err)?;
         let text = generator.get_schema_as_str();
-        let extra_groups: Vec<(&String, &Vec<String>)> = model
-            .groups
-            .iter()
-            .filter(|(group, _)| **group != model.target)
-            .collect();
-        if extra_groups.is_empty() {
-            let (schema, _warnings) = Schema::from_cedarschema_str(&text).map_err(schema_err)?;
-            return Ok(Self {
-                schema,
-                text,
-                cut: OnceLock::new(),
-            });
-        }
-        // The generator puts each tool in the target only; add the extra group memberships.
+        // The generator puts each tool in the target only; add the extra group and annotation
+        // group memberships, and the actions beyond tool calls.
         let (fragment, _warnings) =
             SchemaFragment::from_cedarschema_str(&text).map_err(schema_err)?;
         let mut json = fragment.to_json_value().map_err(schema_err)?;
@@ -109,18 +99,31 @@ impl GatewaySchema {
             .and_then(|ns| ns.get_mut("actions"))
             .and_then(Value::as_object_mut)
         {
-            for (group, members) in extra_groups {
-                for tool in members {
-                    let action = format!("{}{ACTION_SEPARATOR}{tool}", model.target);
-                    if let Some(member_of) = actions
-                        .get_mut(&action)
-                        .and_then(|a| a.as_object_mut())
-                        .map(|a| a.entry("memberOf").or_insert_with(|| json!([])))
-                        .and_then(Value::as_array_mut)
-                    {
-                        member_of.push(json!({ "id": group }));
-                    }
+            for tool in &tools {
+                let action = format!("{}{ACTION_SEPARATOR}{}", model.target, tool.name);
+                let annotated: Vec<&str> = tool.groups.iter().map(ToolGroup::id).collect();
+                let groups = model
+                    .groups
+                    .iter()
+                    .filter(|(group, members)| {
+                        **group != model.target && members.contains(&tool.name)
+                    })
+                    .map(|(group, _)| group.as_str())
+                    .chain(annotated);
+                if let Some(member_of) = actions
+                    .get_mut(&action)
+                    .and_then(|a| a.as_object_mut())
+                    .map(|a| a.entry("memberOf").or_insert_with(|| json!([])))
+                    .and_then(Value::as_array_mut)
+                {
+                    member_of.extend(groups.map(|group| json!({ "id": group })));
                 }
+            }
+            for action in McpAction::ALL
+                .into_iter()
+                .filter(|a| model.govern.governs(a.capability()))
+            {
+                actions.insert(action.id().to_owned(), fixed_action(action, catalog));
             }
         }
         let schema = Schema::from_json_value(json.clone()).map_err(schema_err)?;
@@ -203,6 +206,14 @@ impl ToolSchemas {
         self.actions.keys().map(String::as_str)
     }
 
+    /// The schema without any tool's action: the groups and the actions beyond tool calls.
+    ///
+    /// # Errors
+    /// [`SchemaError`] when the cut schema does not build.
+    pub fn without_tools(&self) -> Result<Schema, SchemaError> {
+        Schema::from_json_value(self.common.clone()).map_err(schema_err)
+    }
+
     /// The schema with only the action `name` among the tools.
     ///
     /// # Errors
@@ -238,6 +249,86 @@ fn insert(json: &mut Value, namespace: &str, section: &str, name: &str, item: &V
     }
 }
 
+/// A Cedar JSON schema type.
+fn ty(name: &str) -> Value {
+    match name {
+        "decimal" | "ipaddr" => json!({ "type": "Extension", "name": name }),
+        _ => json!({ "type": name }),
+    }
+}
+
+/// A record type of `(name, type, required)` attributes.
+fn record(attributes: &[(&str, Value, bool)]) -> Value {
+    let attributes: serde_json::Map<String, Value> = attributes
+        .iter()
+        .map(|(name, ty, required)| {
+            let mut ty = ty.clone();
+            if let Some(obj) = ty.as_object_mut() {
+                obj.insert("required".to_owned(), Value::Bool(*required));
+            }
+            ((*name).to_owned(), ty)
+        })
+        .collect();
+    json!({ "type": "Record", "attributes": attributes })
+}
+
+/// The JSON schema of a fixed action: its group and its context (see `model/params.rs`).
+/// `GetPrompt`'s arguments are every argument some prompt of the catalog declares, each an
+/// optional `String` (which are required depends on the prompt).
+fn fixed_action(action: McpAction, catalog: &ToolCatalog) -> Value {
+    let context = match action {
+        McpAction::ReadResource => record(&[("uri", ty("String"), true)]),
+        McpAction::GetPrompt => {
+            let mut names: Vec<&str> = catalog
+                .prompts()
+                .flat_map(|p| p.arguments.iter().map(|a| a.name.as_str()))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            let arguments: Vec<(&str, Value, bool)> = names
+                .into_iter()
+                .map(|name| (name, ty("String"), false))
+                .collect();
+            record(&[
+                ("name", ty("String"), true),
+                ("arguments", record(&arguments), true),
+            ])
+        }
+        McpAction::CreateMessage => record(&[
+            ("maxTokens", ty("Long"), true),
+            ("systemPrompt", ty("String"), false),
+            ("includeContext", ty("String"), false),
+            ("temperature", ty("decimal"), false),
+            (
+                "stopSequences",
+                json!({ "type": "Set", "element": ty("String") }),
+                false,
+            ),
+        ]),
+        McpAction::Elicit => record(&[
+            ("message", ty("String"), true),
+            ("mode", ty("String"), true),
+            ("url", ty("String"), false),
+        ]),
+        McpAction::ListRoots => record(&[]),
+        McpAction::InvokeGateway => record(&[
+            ("sourceIp", ty("ipaddr"), true),
+            ("method", ty("String"), true),
+        ]),
+    };
+    let mut out = json!({
+        "appliesTo": {
+            "principalTypes": ["OAuthUser", "UnauthenticatedUser"],
+            "resourceTypes": ["Gateway"],
+            "context": context,
+        }
+    });
+    if action.in_mcp() {
+        out["memberOf"] = json!([{ "id": "Mcp" }]);
+    }
+    out
+}
+
 /// The schema stub: principal and resource types and the action groups.
 fn stub(model: &ModelConfig) -> String {
     let target = &model.target;
@@ -257,7 +348,12 @@ fn stub(model: &ModelConfig) -> String {
   action "{target}" in [Action::"CallTool"];
 "#
     );
-    for group in model.groups.keys().filter(|g| **g != *target) {
+    for group in ToolGroup::ALL
+        .iter()
+        .map(|g| g.id())
+        .chain(model.groups.keys().map(String::as_str))
+        .filter(|g| *g != target)
+    {
         let _ = writeln!(out, r#"  action "{group}" in [Action::"CallTool"];"#);
     }
     out.push_str("}\n");
@@ -322,9 +418,67 @@ mod tests {
         );
         assert!(schema.text.contains("decimal"), "{}", schema.text);
         assert!(
-            schema.text.contains(r#"in [Action::"RefundTool"]"#),
-            "{}",
+            schema.text.contains(
+                r#""RefundTool___get_order" in [Action::"RefundTool", Action::"DestructiveTools", Action::"OpenWorldTools"]"#
+            ),
+            "in the target, and in the annotation groups of MCP's defaults: {}",
             schema.text
+        );
+    }
+
+    #[test]
+    fn governed_capabilities_and_annotation_groups_are_in_the_schema() {
+        use crate::model::{Capability, Govern};
+        let model = ModelConfig {
+            target: "RefundTool".into(),
+            govern: Govern::new([
+                Capability::Resources,
+                Capability::Prompts,
+                Capability::Invoke,
+            ]),
+            ..ModelConfig::default()
+        };
+        let catalog = ToolCatalog::from_list(&json!({"tools": [
+            {"name": "get_order", "annotations": {"readOnlyHint": true},
+             "inputSchema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}
+        ]}))
+        .with_prompts(
+            &json!([{"name": "summarize", "arguments": [{"name": "topic", "required": true}]}]),
+        );
+        let schema = GatewaySchema::generate(&model, &catalog).expect("schema");
+        let text = &schema.text;
+        for expected in [
+            r#"action "ReadResource""#,
+            r#"action "GetPrompt""#,
+            r#"action "InvokeGateway""#,
+            r#"action "ReadOnlyTools""#,
+            "ipaddr",
+            "topic",
+        ] {
+            assert!(text.contains(expected), "{expected} in {text}");
+        }
+        assert!(
+            !text.contains("CreateMessage"),
+            "server requests are not governed: {text}"
+        );
+        let policies: cedar_policy::PolicySet = r#"
+            permit(principal, action == AgentCore::Action::"ReadResource", resource) when { context.uri like "docs://*" };
+            permit(principal, action == AgentCore::Action::"GetPrompt", resource) when { context.arguments has topic && context.arguments.topic == "x" };
+            permit(principal, action == AgentCore::Action::"InvokeGateway", resource) when { context.sourceIp.isInRange(ip("10.0.0.0/8")) };
+            permit(principal, action in AgentCore::Action::"ReadOnlyTools", resource) when { context.input has order_id };
+            permit(principal, action in AgentCore::Action::"Mcp", resource) when { principal has id };
+        "#.parse().expect("policies");
+        let result = cedar_policy::Validator::new(schema.schema.clone())
+            .validate(&policies, cedar_policy::ValidationMode::Strict);
+        assert!(result.validation_passed(), "{result:?}");
+        let typo: cedar_policy::PolicySet =
+            r#"permit(principal, action == AgentCore::Action::"ReadResource", resource) when { context.url == "x" };"#
+                .parse()
+                .expect("policy");
+        assert!(
+            !cedar_policy::Validator::new(schema.schema)
+                .validate(&typo, cedar_policy::ValidationMode::Strict)
+                .validation_passed()
         );
     }
 

@@ -1,9 +1,13 @@
-//! The upstream's tools and the Cedar types of their inputs (`docs/cedar-model.md`, "Typing").
+//! The upstream's tools and the Cedar types of their inputs (`docs/cedar-model.md`, "Typing"),
+//! the annotation groups of each tool, and the upstream's prompts with their declared
+//! arguments (which type `context.arguments` of `GetPrompt`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
+
+use super::actions::ToolGroups;
 
 /// The Cedar type a JSON Schema node maps to.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,12 +63,37 @@ pub struct ToolSchema {
     pub input: InputType,
     /// The tool's JSON description, as listed (kept for schema generation).
     pub definition: Value,
+    /// The annotation groups its `annotations` put it in (`ReadOnlyTools`, ...).
+    pub groups: ToolGroups,
 }
 
-/// The tools known from the upstream's `tools/list` (or a file), by name.
+/// One prompt as the upstream describes it (`prompts/list`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PromptSchema {
+    /// The prompt's name.
+    pub name: String,
+    /// Its declared arguments, in order.
+    pub arguments: Vec<PromptArgument>,
+    /// The Cedar type of `context.arguments`: a record of strings, the required ones
+    /// required (MCP prompt arguments are strings).
+    pub input: InputType,
+}
+
+/// One declared prompt argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptArgument {
+    /// Its name.
+    pub name: String,
+    /// Whether `required` is `true`.
+    pub required: bool,
+}
+
+/// The tools known from the upstream's `tools/list` (or a file), by name, and its prompts
+/// (`prompts/list`, or the file's `prompts`).
 #[derive(Debug, Clone, Default)]
 pub struct ToolCatalog {
     tools: HashMap<String, ToolSchema>,
+    prompts: HashMap<String, PromptSchema>,
 }
 
 impl ToolCatalog {
@@ -89,17 +118,91 @@ impl ToolCatalog {
                     ToolSchema {
                         name,
                         input,
+                        groups: ToolGroups::of_annotations(tool.get("annotations")),
                         definition: tool.clone(),
                     },
                 ))
             })
             .collect();
-        Self { tools }
+        Self {
+            tools,
+            prompts: HashMap::new(),
+        }
     }
 
-    /// Adds the tools of another list page (pagination) to this catalog.
+    /// Adds the prompts of the `prompts` array of a `prompts/list` result (or of the array
+    /// itself); a prompt without a string name is skipped.
+    #[must_use]
+    pub fn with_prompts(mut self, list: &Value) -> Self {
+        let prompts = list
+            .get("prompts")
+            .unwrap_or(list)
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        for prompt in prompts {
+            let Some(name) = prompt.get("name").and_then(Value::as_str) else {
+                continue;
+            };
+            let arguments: Vec<PromptArgument> = prompt
+                .get("arguments")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|argument| {
+                    Some(PromptArgument {
+                        name: argument.get("name")?.as_str()?.to_owned(),
+                        required: argument.get("required").and_then(Value::as_bool) == Some(true),
+                    })
+                })
+                .collect();
+            let input = InputType::Record(Arc::new(RecordType {
+                attributes: arguments
+                    .iter()
+                    .map(|a| Attribute {
+                        name: a.name.clone(),
+                        ty: InputType::String,
+                        required: a.required,
+                    })
+                    .collect(),
+            }));
+            self.prompts.insert(
+                name.to_owned(),
+                PromptSchema {
+                    name: name.to_owned(),
+                    arguments,
+                    input,
+                },
+            );
+        }
+        self
+    }
+
+    /// Adds the tools and prompts of another list page (pagination) to this catalog.
     pub fn extend(&mut self, other: Self) {
         self.tools.extend(other.tools);
+        self.prompts.extend(other.prompts);
+    }
+
+    /// The prompt of that name.
+    #[must_use]
+    pub fn prompt(&self, name: &str) -> Option<&PromptSchema> {
+        self.prompts.get(name)
+    }
+
+    /// Every prompt, in no particular order.
+    pub fn prompts(&self) -> impl Iterator<Item = &PromptSchema> {
+        self.prompts.values()
+    }
+
+    /// The annotation groups of `tool`: from its annotations, or MCP's defaults for a tool
+    /// the catalog does not know.
+    #[must_use]
+    pub fn groups(&self, tool: &str) -> ToolGroups {
+        self.tools
+            .get(tool)
+            .map_or(ToolGroups::DEFAULTS, |t| t.groups)
     }
 
     /// The tool of that name.
@@ -113,10 +216,23 @@ impl ToolCatalog {
         self.tools.values()
     }
 
-    /// Whether no tool is known.
+    /// A tool's definition as the upstream listed it.
+    #[must_use]
+    pub fn definition(&self, name: &str) -> Option<&Value> {
+        self.tools.get(name).map(|tool| &tool.definition)
+    }
+
+    /// Every tool's name and definition.
+    pub fn definitions(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.tools
+            .iter()
+            .map(|(name, tool)| (name.as_str(), &tool.definition))
+    }
+
+    /// Whether no tool and no prompt is known.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.tools.is_empty()
+        self.tools.is_empty() && self.prompts.is_empty()
     }
 
     /// How many tools are known.
@@ -213,6 +329,37 @@ mod tests {
             record.attribute("tags").expect("tags").ty,
             InputType::Set(Box::new(InputType::String))
         );
+    }
+
+    #[test]
+    fn prompts_declare_string_arguments_and_tools_their_groups() {
+        let catalog = ToolCatalog::from_list(&json!({"tools": [
+            {"name": "read", "annotations": {"readOnlyHint": true}},
+            {"name": "plain"}
+        ]}))
+        .with_prompts(&json!({"prompts": [
+            {"name": "summarize", "arguments": [
+                {"name": "topic", "required": true}, {"name": "style"}]},
+            {"description": "no name"}
+        ]}));
+        let prompt = catalog.prompt("summarize").expect("prompt");
+        let InputType::Record(record) = &prompt.input else {
+            panic!("record expected")
+        };
+        let topic = record.attribute("topic").expect("topic");
+        assert_eq!(
+            (topic.ty.clone(), topic.required),
+            (InputType::String, true)
+        );
+        assert!(!record.attribute("style").expect("style").required);
+        assert_eq!(catalog.prompts().count(), 1);
+        assert!(
+            catalog
+                .groups("read")
+                .contains(super::super::actions::ToolGroup::ReadOnly)
+        );
+        assert_eq!(catalog.groups("plain"), ToolGroups::DEFAULTS);
+        assert_eq!(catalog.groups("unknown"), ToolGroups::DEFAULTS);
     }
 
     #[test]

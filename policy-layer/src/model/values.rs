@@ -48,6 +48,25 @@ fn call(function: Option<&'static ExtensionFunction>, args: &[Value]) -> Result<
     }
 }
 
+static IP: LazyLock<Option<&'static ExtensionFunction>> = LazyLock::new(|| {
+    let name = Name::parse_unqualified_name("ip").ok()?;
+    Extensions::all_available().func(&name).ok()
+});
+
+/// A Cedar `ipaddr` value from an address (`"10.0.0.1"`, `"::1"`).
+///
+/// # Errors
+/// The ipaddr extension's own message when the text is not an address it can hold.
+pub fn ipaddr(address: std::net::IpAddr) -> Result<Value, String> {
+    let function = (*IP).ok_or_else(|| "the ipaddr extension is not available".to_owned())?;
+    let text = address.to_string();
+    match function.call(&[Value::from(text.as_str())]) {
+        Ok(PartialValue::Value(value)) => Ok(value),
+        Ok(PartialValue::Residual(_)) => Err(format!("{text} is not an address")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// A Cedar `decimal` value from its literal text (`"999.99"`).
 ///
 /// # Errors
@@ -166,6 +185,16 @@ pub fn partial_context(system: RestrictedExpr) -> Result<Context, String> {
         .map_err(|e| e.to_string())
 }
 
+/// A request context whose attributes are the fields of `record` (a Cedar record value);
+/// `None` when it is not a record.
+#[must_use]
+pub fn record_context(record: Value) -> Option<Context> {
+    match record.value {
+        ast::ValueKind::Record(fields) => Some(Context::from(ast::Context::Value(fields))),
+        _ => None,
+    }
+}
+
 /// An entity with string attributes and string tags, and no parents.
 #[must_use]
 pub fn leaf_entity(
@@ -242,5 +271,15 @@ mod tests {
         assert_ne!(a, decimal("1000.0").expect("decimal"));
         assert!(decimal("1.23456").is_err());
         assert!(decimal("abc").is_err());
+    }
+
+    #[test]
+    fn addresses_are_ipaddr_values_and_records_become_contexts() {
+        let ip = ipaddr("10.1.2.3".parse().expect("ip")).expect("ipaddr");
+        assert!(matches!(ip.value, ast::ValueKind::ExtensionValue(_)));
+        let mut fields = BTreeMap::new();
+        fields.insert(SmolStr::new("sourceIp"), ip);
+        assert!(record_context(record(fields)).is_some());
+        assert!(record_context(string("x")).is_none());
     }
 }

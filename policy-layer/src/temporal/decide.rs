@@ -352,6 +352,7 @@ impl Vector {
             target: self.target.clone(),
             gateway_id: self.gateway.clone(),
             groups: Default::default(),
+            govern: Default::default(),
         };
         let catalog = ToolCatalog::from_list(&serde_json::json!({ "tools": self.tools }));
         let sources = [PolicySource::new(
@@ -623,6 +624,7 @@ mod tests {
                 target: v.target.clone(),
                 gateway_id: v.gateway.clone(),
                 groups: Default::default(),
+                ..ModelConfig::default()
             });
             let catalog = ToolCatalog::from_list(&serde_json::json!({ "tools": v.tools }));
             let loaded = crate::temporal::load(&[PolicySource::new("p.cedar", v.policies.clone())])
@@ -660,6 +662,7 @@ mod tests {
             target: v.target.clone(),
             gateway_id: v.gateway.clone(),
             groups: Default::default(),
+            ..ModelConfig::default()
         };
         let catalog = ToolCatalog::from_list(&serde_json::json!({ "tools": v.tools }));
         let mut s = SessionDecider::new(
@@ -700,6 +703,7 @@ mod tests {
             target: v.target.clone(),
             gateway_id: v.gateway.clone(),
             groups: Default::default(),
+            ..ModelConfig::default()
         };
         let catalog = ToolCatalog::from_list(&serde_json::json!({ "tools": v.tools }));
         let s = SessionDecider::new(

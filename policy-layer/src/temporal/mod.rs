@@ -484,6 +484,7 @@ mod tests {
             target: "Funds".into(),
             gateway_id: "gw".into(),
             groups: [("Writes".to_owned(), vec!["transfer".to_owned()])].into(),
+            ..ModelConfig::default()
         })
     }
 

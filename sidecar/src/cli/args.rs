@@ -38,6 +38,25 @@ pub enum Command {
     /// policy decided, and the policies that decided nothing. Exits 1 when anything flips
     /// unless `--allow-flips`.
     Replay(ReplayArgs),
+    /// Write tools.lock: each tool's name and the hash of its description, inputSchema and
+    /// annotations as the upstream (or the tools file) describes them now. With
+    /// `policy.tools_lock` set, a tool that no longer matches its pin is denied and dropped
+    /// from lists until it is pinned again.
+    Pin(PinArgs),
+}
+
+/// Arguments of `pin`.
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Read the tools from this file instead of the configured schema source.
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
+    /// Where to write the lock (default: `policy.tools_lock`, else tools.lock beside the
+    /// config file).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `--config FILE`.

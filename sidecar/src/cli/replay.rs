@@ -30,9 +30,7 @@ use std::sync::Arc;
 use policy_layer::Timestamp;
 use policy_layer::auth::Identity;
 use policy_layer::engine::Snapshot;
-use policy_layer::model::ToolCatalog;
 use serde::Deserialize;
-use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::args::ReplayArgs;
@@ -40,6 +38,9 @@ use super::exit::Exit;
 use crate::config::Config;
 use crate::feed::{engine, policy_files, tools};
 use crate::observe::recording::RecordedIdentity;
+
+/// What a call denied by its tool's pin names as its determining policy (`docs/pinning.md`).
+const TOOLS_LOCK: &str = "tools.lock";
 
 /// Distinct calls whose decisions are kept for reuse, at most (then new ones are decided
 /// without being kept).
@@ -64,7 +65,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<(), Exit> {
         })?;
     let engine = engine::build(&config).map_err(Exit::config)?;
     if let Some(tools) = tools {
-        let _ = engine.set_catalog(ToolCatalog::from_list(&Value::Array(tools)));
+        let _ = engine.set_catalog(tools.catalog());
     }
     let report = engine.set_policies(policies).map_err(|refused| {
         Exit::failed(format!(
@@ -176,7 +177,9 @@ struct Decided {
 enum Skip {
     NotJson,
     NotADecision,
+    OtherCapability,
     Throttled,
+    ToolsLock,
     NoIdentity,
     ArgumentsRedacted,
     NoTime,
@@ -188,7 +191,13 @@ impl Skip {
         match self {
             Self::NotJson => "not a JSON object",
             Self::NotADecision => "not a call or list decision",
+            Self::OtherCapability => {
+                "a decision of another governed capability (resources, prompts, …): not replayed"
+            }
             Self::Throttled => "refused by a rate limit before any policy decided",
+            Self::ToolsLock => {
+                "denied by tools.lock (the tool did not match its pin), not by a policy"
+            }
             Self::NoIdentity => {
                 "no caller identity (decision-log lines of authenticated callers: record with log.record_arguments_to)"
             }
@@ -326,6 +335,9 @@ impl<'s> Replay<'s> {
         match entry.kind.as_deref() {
             Some("tools/call") => self.call(&entry, file, number),
             Some("tools/list") => self.list(&entry, file, number),
+            Some(kind) if entry.decision.is_some() || kind.ends_with("/list") => {
+                Err(Skip::OtherCapability)
+            }
             _ => Err(Skip::NotADecision),
         }
     }
@@ -365,6 +377,13 @@ impl<'s> Replay<'s> {
             Some(text) => Verdict::parse(text).ok_or(Skip::NotADecision)?,
             None => return Err(Skip::NotADecision),
         };
+        if entry
+            .determining_policies
+            .as_deref()
+            .is_some_and(|ids| ids.iter().any(|id| id == TOOLS_LOCK))
+        {
+            return Err(Skip::ToolsLock);
+        }
         let tool = entry.tool.as_deref().ok_or(Skip::NotADecision)?;
         let arguments = match entry.arguments {
             Some(raw) if raw.get() == "\"[redacted]\"" => return Err(Skip::ArgumentsRedacted),
@@ -657,7 +676,7 @@ fn write_examples(out: &mut impl Write, examples: &[Example], limit: usize) -> s
 mod tests {
     use policy_layer::PolicyEngine;
     use policy_layer::PolicySource;
-    use policy_layer::model::ModelConfig;
+    use policy_layer::model::{ModelConfig, ToolCatalog};
     use serde_json::json;
 
     use super::*;
@@ -776,12 +795,22 @@ mod tests {
         let throttled = json!({"time": "2025-01-15T10:00:00Z", "kind": "tools/call",
             "tool": "get_order", "decision": "THROTTLED"})
         .to_string();
+        let pinned = json!({"time": "2025-01-15T10:00:00Z", "kind": "tools/call",
+            "principal": "AgentCore::UnauthenticatedUser::\"anonymous\"", "tool": "get_order",
+            "decision": "DENY", "determining_policies": ["tools.lock"], "arguments": {}})
+        .to_string();
+        let resource = json!({"time": "2025-01-15T10:00:00Z", "kind": "resources/read",
+            "principal": "AgentCore::UnauthenticatedUser::\"anonymous\"", "tool": "file:///a",
+            "decision": "DENY", "arguments": {}})
+        .to_string();
         let lines = [
             redacted,
             claims_unknown,
             anonymous_logged,
             throttled,
             "not json".to_owned(),
+            pinned,
+            resource,
         ];
         let (flips, report, replay) = replay(&lines);
         assert_eq!((replay.calls, flips), (1, 1), "{report}");
@@ -790,6 +819,8 @@ mod tests {
             Skip::NoIdentity,
             Skip::Throttled,
             Skip::NotJson,
+            Skip::ToolsLock,
+            Skip::OtherCapability,
         ] {
             assert_eq!(replay.skipped.get(&skip), Some(&1), "{skip:?}: {report}");
         }

@@ -9,10 +9,9 @@ use std::time::Duration;
 
 use policy_layer::auth::Authenticator;
 use policy_layer::limit::Limits;
-use policy_layer::model::ToolCatalog;
+use policy_layer::model::Capability;
 use policy_layer::state::{BackendSettings, Store};
 use policy_layer::{Clock, Mode, PolicyLayer, PolicySource};
-use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +24,7 @@ use crate::feed::engine::{self, EngineFeed};
 use crate::feed::limits::LimitsReloader;
 use crate::feed::reload::Reloader;
 use crate::feed::upstream_tools::ToolsRefresher;
-use crate::feed::{policy_files, tools};
+use crate::feed::{pins, policy_files, tools};
 use crate::observe::admin::{Admin, Readiness};
 use crate::observe::decision_log::{DecisionLog, Observer};
 use crate::observe::logging;
@@ -195,13 +194,18 @@ fn feed_engine(
         SchemaSource::Upstream | SchemaSource::None | SchemaSource::CedarSchema(_) => None,
     };
     let engine = engine::build(config).map_err(Exit::config)?;
+    if let Some(path) = &config.policy.tools_lock {
+        let lock = pins::read_lock(path).map_err(Exit::config)?;
+        tracing::info!(pinned = lock.len(), "tools.lock enforced");
+        engine.set_tools_lock(Some(lock));
+    }
     let feed = EngineFeed::new(
         engine,
         config.policy.schema == SchemaSource::Upstream,
         Arc::clone(metrics),
     );
     if let Some(tools) = file_tools {
-        feed.set_catalog(ToolCatalog::from_list(&Value::Array(tools)));
+        feed.set_catalog(tools.catalog());
     }
     metrics.reload(Some(policies.policies.len()));
     feed.set_policies(policies).map_err(|refused| {
@@ -326,7 +330,8 @@ fn spawn_feeders(config: &Config, feed: &EngineFeed, sources: Vec<PolicySource>,
         Arc::clone(&shared.metrics),
         config.policy.reload_poll,
         sources,
-    );
+    )
+    .with_lock(config.policy.tools_lock.clone());
     tokio::spawn(reloader.run(shared.shutdown.clone()));
     if config.policy.schema == SchemaSource::Upstream {
         let refresher = ToolsRefresher {
@@ -336,6 +341,7 @@ fn spawn_feeders(config: &Config, feed: &EngineFeed, sources: Vec<PolicySource>,
             feed: feed.clone(),
             list_changed: Arc::clone(&shared.list_changed),
             every: config.policy.tools_refresh,
+            prompts: config.policy.govern.governs(Capability::Prompts),
         };
         tokio::spawn(refresher.run(shared.shutdown.clone()));
     }

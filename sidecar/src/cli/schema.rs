@@ -1,9 +1,7 @@
 //! `schema`: print the Cedar schema generated from the tools (the configured source, or
 //! `--tools`).
 
-use policy_layer::model::ToolCatalog;
 use policy_layer::model::schema::GatewaySchema;
-use serde_json::Value;
 
 use super::args::SchemaArgs;
 use super::exit::Exit;
@@ -25,7 +23,7 @@ pub async fn schema(args: &SchemaArgs) -> Result<(), Exit> {
             "policy.schema = \"none\": no tools to print (pass --tools FILE)",
         ));
     };
-    let catalog = ToolCatalog::from_list(&Value::Array(tools));
+    let catalog = tools.catalog();
     let schema = GatewaySchema::generate(&config.model(), &catalog).map_err(Exit::failed)?;
     println!("{}", schema.text);
     Ok(())

@@ -8,13 +8,20 @@
 //!   expect: ALLOW                                # ALLOW, DENY (or ERROR: input rejected)
 //!   determining: [refund.0]                      # optional: the determining policy ids
 //!   now: 2025-01-15T10:00:00Z                    # optional: context.system.now (RFC 3339)
+//! - name: the readme is public
+//!   method: resources/read                       # instead of `tool`: a governed capability
+//!   input: { uri: "docs://readme" }              # the request's params
+//!   expect: ALLOW
 //! ```
 //!
 //! A case without `now` is decided at the current time; when the policies of its tool read
 //! `context.system`, a warning says the case depends on when it runs.
 //!
 //! Claims become the principal as a verified JWT's claims do: `sub` is the id, every other
-//! claim a tag (strings as they are, anything else as compact JSON text).
+//! claim a tag (strings as they are, anything else as compact JSON text). `method` is one of
+//! `tools/call` (with `tool`; the default), `resources/read`, `prompts/get`,
+//! `sampling/createMessage`, `elicitation/create`, `roots/list`, or `invoke` (input
+//! `{ sourceIp, method }`); its capability must be governed (`policy.govern`).
 
 use std::fmt;
 use std::io::Write;
@@ -23,7 +30,7 @@ use std::path::Path;
 use policy_layer::auth::{Identity, PrincipalKind};
 use policy_layer::config::Validation;
 use policy_layer::engine::{Enforcement, Snapshot};
-use policy_layer::model::ToolCatalog;
+use policy_layer::model::{Govern, McpAction};
 use policy_layer::{Clock, SystemClock, Timestamp};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -58,6 +65,12 @@ pub async fn test(args: &TestArgs) -> Result<(), Exit> {
             ))
         })?;
     let cases = read_cases(&args.cases).map_err(Exit::failed)?;
+    if let Some(error) = cases
+        .iter()
+        .find_map(|case| case.called(config.policy.govern).err())
+    {
+        return Err(Exit::failed(format!("{}: {error}", args.cases.display())));
+    }
     // A set `run` would refuse is not tested as if it could be deployed, unless asked.
     let validation = config.policy.validation;
     if args.unvalidated {
@@ -65,7 +78,7 @@ pub async fn test(args: &TestArgs) -> Result<(), Exit> {
     }
     let engine = engine::build(&config).map_err(Exit::config)?;
     if let Some(tools) = tools {
-        let _ = engine.set_catalog(ToolCatalog::from_list(&Value::Array(tools)));
+        let _ = engine.set_catalog(tools.catalog());
     }
     let report = engine.set_policies(policies).map_err(|refused| {
         Exit::failed(format!(
@@ -128,9 +141,13 @@ pub struct Case {
     /// JWT claims; none: the anonymous unauthenticated user.
     #[serde(default)]
     pub claims: Option<Map<String, Value>>,
-    /// The upstream tool name.
-    pub tool: String,
-    /// The call's arguments.
+    /// The upstream tool name, for a tools/call.
+    #[serde(default)]
+    pub tool: Option<String>,
+    /// The MCP method (`tools/call` when absent), or `invoke`.
+    #[serde(default)]
+    pub method: Option<String>,
+    /// The call's arguments, or the request's params for another method.
     #[serde(default)]
     pub input: Option<Value>,
     /// The expected decision.
@@ -146,6 +163,46 @@ pub struct Case {
 fn timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
     let text = String::deserialize(d)?;
     text.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
+/// What a case decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Called<'a> {
+    /// A call of this tool.
+    Tool(&'a str),
+    /// A request decided as this action.
+    Mcp(McpAction),
+}
+
+impl Case {
+    /// What the case decides, if its `tool` and `method` say it and `govern` decides it.
+    ///
+    /// # Errors
+    /// What is wrong with the case, naming it.
+    pub fn called(&self, govern: Govern) -> Result<Called<'_>, String> {
+        let name = &self.name;
+        match (self.method.as_deref(), self.tool.as_deref()) {
+            (None | Some("tools/call"), Some(tool)) => Ok(Called::Tool(tool)),
+            (None | Some("tools/call"), None) => Err(format!("case `{name}`: `tool` is missing")),
+            (Some(method), tool) => {
+                let action = McpAction::for_method(method).ok_or_else(|| {
+                    format!(
+                        "case `{name}`: method `{method}` is not one of tools/call, resources/read, prompts/get, sampling/createMessage, elicitation/create, roots/list, invoke"
+                    )
+                })?;
+                if tool.is_some() {
+                    return Err(format!("case `{name}`: `tool` is for tools/call only"));
+                }
+                if !govern.governs(action.capability()) {
+                    return Err(format!(
+                        "case `{name}`: {} is not governed (policy.govern): {method} is forwarded undecided",
+                        action.capability()
+                    ));
+                }
+                Ok(Called::Mcp(action))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -221,12 +278,25 @@ pub struct Got {
     pub error: Option<String>,
 }
 
-/// Decides one case against `snapshot`.
+/// Decides one case against `snapshot` (a case that names nothing decidable is an error).
 #[must_use]
 pub fn decide(snapshot: &Snapshot, case: &Case) -> Got {
     let identity = identity(case.claims.as_ref());
     let now = case.now.unwrap_or_else(|| SystemClock.now());
-    match snapshot.authorize_at(&identity, &case.tool, case.input.as_ref(), now) {
+    let decided = match case.called(Govern::all()) {
+        Ok(Called::Tool(tool)) => snapshot.authorize_at(&identity, tool, case.input.as_ref(), now),
+        Ok(Called::Mcp(action)) => {
+            snapshot.authorize_params(&identity, action, case.input.as_ref())
+        }
+        Err(error) => {
+            return Got {
+                decision: Expect::Error,
+                determining: Vec::new(),
+                error: Some(error),
+            };
+        }
+    };
+    match decided {
         Ok(outcome) => {
             let mut determining = outcome.determining.clone();
             determining.sort();
@@ -288,10 +358,12 @@ pub fn run(
 ) -> std::io::Result<(usize, usize)> {
     let (mut passed, mut failed) = (0, 0);
     for case in cases {
-        if case.now.is_none() && snapshot.index().for_tool(&case.tool).reads_system {
+        if let (None, Some(tool)) = (case.now, case.tool.as_deref())
+            && snapshot.index().for_tool(tool).reads_system
+        {
             eprintln!(
-                "warning: case `{}` has no `now:` and the policies of `{}` read context.system: it is decided at the current time",
-                case.name, case.tool
+                "warning: case `{}` has no `now:` and the policies of `{tool}` read context.system: it is decided at the current time",
+                case.name
             );
         }
         match check(case, &decide(snapshot, case)) {
@@ -440,6 +512,76 @@ mod tests {
             .expect("write");
         let err = read_cases(&file).expect_err("bad now").to_string();
         assert!(err.contains("not an RFC 3339 date and time"), "{err}");
+    }
+
+    #[test]
+    fn cases_name_other_methods_and_their_params() {
+        use policy_layer::model::{Capability, ModelConfig};
+        let engine = PolicyEngine::from_sources(
+            ModelConfig {
+                govern: Govern::new([Capability::Resources, Capability::Invoke]),
+                ..ModelConfig::default()
+            },
+            &[PolicySource::new(
+                "docs.cedar",
+                r#"@id("docs") permit(principal, action == AgentCore::Action::"ReadResource", resource) when { context.uri like "docs://*" };
+                   @id("office") permit(principal, action == AgentCore::Action::"InvokeGateway", resource) when { context.sourceIp.isInRange(ip("10.0.0.0/8")) };"#,
+            )],
+        )
+        .expect("loads");
+        let cases = cases(
+            r#"
+- name: readme
+  method: resources/read
+  input: { uri: "docs://readme" }
+  expect: ALLOW
+  determining: [docs]
+- name: secrets
+  method: resources/read
+  input: { uri: "vault://key" }
+  expect: DENY
+- name: from the office
+  method: invoke
+  input: { sourceIp: 10.2.3.4, method: POST }
+  expect: ALLOW
+- name: no uri
+  method: resources/read
+  input: {}
+  expect: ERROR
+"#,
+        );
+        let mut out = Vec::new();
+        let (passed, failed) =
+            run(&engine.snapshot().expect("snapshot"), &cases, &mut out).expect("runs");
+        assert_eq!(
+            (passed, failed),
+            (4, 0),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let govern = Govern::new([Capability::Resources]);
+        let prompt = cases_one("- {name: p, method: prompts/get, input: {name: x}, expect: DENY}");
+        assert_eq!(
+            prompt.called(govern).expect_err("not governed"),
+            "case `p`: prompts is not governed (policy.govern): prompts/get is forwarded undecided"
+        );
+        let typo = cases_one("- {name: t, method: resources/raed, expect: DENY}");
+        assert!(
+            typo.called(govern)
+                .expect_err("unknown")
+                .contains("`resources/raed`")
+        );
+        let both = cases_one("- {name: b, method: resources/read, tool: x, expect: DENY}");
+        assert!(both.called(govern).is_err());
+        let none = cases_one("- {name: n, expect: DENY}");
+        assert_eq!(
+            none.called(govern).expect_err("no tool"),
+            "case `n`: `tool` is missing"
+        );
+    }
+
+    fn cases_one(yaml: &str) -> Case {
+        cases(yaml).remove(0)
     }
 
     #[test]

@@ -1,14 +1,12 @@
 //! `validate`: load the config and the policies, validate them against the schema (from the
 //! tools file, a `.cedarschema`, or the upstream when it answers); report every error.
 
-use policy_layer::model::ToolCatalog;
-use serde_json::Value;
-
 use super::args::ValidateArgs;
 use super::exit::Exit;
+use super::pin;
 use crate::config::Config;
 use crate::feed::policy_files::{self, PolicyFilesError};
-use crate::feed::{engine, tools};
+use crate::feed::{engine, pins, tools};
 
 /// Prints every error and finding with its position, then `ok: N policies in M files`.
 ///
@@ -29,9 +27,15 @@ pub async fn validate(args: &ValidateArgs) -> Result<(), Exit> {
         Err(other) => return Err(Exit::failed(other)),
     };
     let engine = engine::build(&config).map_err(Exit::config)?;
+    let mut drift = Vec::new();
     match tools::tools_for(&config, None).await {
         Ok(Some(tools)) => {
-            let _ = engine.set_catalog(ToolCatalog::from_list(&Value::Array(tools)));
+            let catalog = tools.catalog();
+            if let Some(path) = &config.policy.tools_lock {
+                let lock = pins::read_lock(path).map_err(Exit::failed)?;
+                drift = pin::report(&lock, &catalog);
+            }
+            let _ = engine.set_catalog(catalog);
         }
         Ok(None) => {}
         Err(e) if args.without_schema => {
@@ -42,6 +46,15 @@ pub async fn validate(args: &ValidateArgs) -> Result<(), Exit> {
                 "{e}: the policies cannot be checked against the tools' schema (--without-schema to check only what needs none)"
             )));
         }
+    }
+    for line in &drift {
+        println!("{line}");
+    }
+    if !drift.is_empty() {
+        return Err(Exit::failed(format!(
+            "{} tool(s) do not match tools.lock: review them, then `policy-sidecar pin`",
+            drift.len()
+        )));
     }
     let count = loaded.policies.len();
     match engine.set_policies(loaded) {

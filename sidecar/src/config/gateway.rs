@@ -36,6 +36,12 @@ impl GatewaySection {
                 format!("\"{target}\" must not contain `___` or quotes"),
             ));
         }
+        if policy_layer::model::actions::is_reserved(&target) {
+            return Err(KeyError::new(
+                "gateway.target",
+                format!("\"{target}\" is an action of the model itself; choose another name"),
+            ));
+        }
         Ok(GatewaySettings { id, target })
     }
 }

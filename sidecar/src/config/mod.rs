@@ -171,6 +171,7 @@ impl Config {
             target: self.gateway.target.clone(),
             gateway_id: self.gateway.id.clone(),
             groups: self.policy.groups.clone(),
+            govern: self.policy.govern,
         }
     }
 }

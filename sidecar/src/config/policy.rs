@@ -10,6 +10,8 @@ use policy_layer::config::{
     Validation,
 };
 use policy_layer::engine::{Budget, Solver};
+use policy_layer::model::Govern;
+use policy_layer::model::actions::{Capability, is_reserved};
 use policy_layer::{DenyStyle, ExceptionLevel, Mode, Settings};
 use serde::Deserialize;
 
@@ -45,11 +47,13 @@ pub struct PolicySection {
     deny_style: Option<String>,
     exception_level: Option<String>,
     groups: Option<BTreeMap<String, Vec<String>>>,
+    govern: Option<Vec<String>>,
     reload_poll_ms: Option<u64>,
     tools_refresh_ms: Option<u64>,
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
     max_list_bytes: Option<usize>,
+    tools_lock: Option<String>,
 }
 
 /// Where the tools that type `context.input` come from.
@@ -82,10 +86,14 @@ pub struct PolicySettings {
     pub analysis_budget: Budget,
     /// Extra action groups: group name -> its tools.
     pub groups: BTreeMap<String, Vec<String>>,
+    /// The capabilities the policy decides (`tools` always).
+    pub govern: Govern,
     /// Poll interval of the policy files.
     pub reload_poll: Duration,
     /// Periodic re-fetch of the upstream's tools (`None`: off).
     pub tools_refresh: Option<Duration>,
+    /// `tools.lock`, enforced when set (absolute).
+    pub tools_lock: Option<PathBuf>,
 }
 
 impl PolicySection {
@@ -117,6 +125,22 @@ impl PolicySection {
             ));
         }
         let schema = schema(self.schema.as_deref(), base)?;
+        if self.tools_lock.is_some()
+            && matches!(schema, SchemaSource::None | SchemaSource::CedarSchema(_))
+        {
+            return Err(KeyError::new(
+                "policy.tools_lock",
+                "pins are checked against the tools' definitions: set policy.schema to \"upstream\" or a tools file",
+            ));
+        }
+        let govern = govern(self.govern.as_deref())?;
+        let groups = self.groups.unwrap_or_default();
+        if let Some(group) = groups.keys().find(|g| is_reserved(g)) {
+            return Err(KeyError::new(
+                "policy.groups",
+                format!("\"{group}\" is an action of the model itself; choose another name"),
+            ));
+        }
         let layer = Settings {
             engine_name: self
                 .engine
@@ -163,11 +187,33 @@ impl PolicySection {
                 total: Duration::from_millis(analysis_timeout_ms),
                 ..Budget::default()
             },
-            groups: self.groups.unwrap_or_default(),
+            groups,
+            govern,
             reload_poll: Duration::from_millis(reload_poll_ms),
             tools_refresh,
+            tools_lock: self.tools_lock.map(|p| base.join(p)),
         })
     }
+}
+
+/// `policy.govern`: the capabilities the policy decides; `["tools"]` when absent. Tools must
+/// be among them: a tool call is never forwarded undecided.
+fn govern(words: Option<&[String]>) -> Result<Govern, KeyError> {
+    let Some(words) = words else {
+        return Ok(Govern::default());
+    };
+    let capabilities = words
+        .iter()
+        .map(|word| word.parse::<Capability>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| KeyError::new("policy.govern", e.to_string()))?;
+    if !capabilities.contains(&Capability::Tools) {
+        return Err(KeyError::new(
+            "policy.govern",
+            "must include \"tools\": tool calls are always governed",
+        ));
+    }
+    Ok(Govern::new(capabilities))
 }
 
 /// `policy.solver`: `auto`, `none`, a command looked up on the `PATH`, or a path relative to
@@ -192,4 +238,90 @@ fn schema(value: Option<&str>, base: &Path) -> Result<SchemaSource, KeyError> {
         path if path.ends_with(".cedarschema") => SchemaSource::CedarSchema(base.join(path)),
         path => SchemaSource::File(base.join(path)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::super::{Config, ConfigError};
+
+    const MINIMAL: &str = r#"
+[upstream]
+url = "http://127.0.0.1:3000/mcp"
+[gateway]
+id = "gw"
+target = "RefundTool"
+[auth]
+mode = "none"
+"#;
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::from_text(
+            Path::new("/etc/sidecar/policy-sidecar.toml"),
+            text,
+            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        )
+    }
+
+    #[test]
+    fn govern_names_capabilities_and_always_includes_tools() {
+        use policy_layer::model::Capability;
+        let config = parse(MINIMAL, &[]).expect("valid");
+        assert!(
+            config.model().govern.tools_only(),
+            "AgentCore's behaviour by default"
+        );
+        let text =
+            format!("{MINIMAL}\n[policy]\ngovern = [\"tools\", \"resources\", \"invoke\"]\n");
+        let govern = parse(&text, &[]).expect("valid").model().govern;
+        assert!(govern.governs(Capability::Resources) && govern.governs(Capability::Invoke));
+        assert!(!govern.governs(Capability::Prompts));
+        let env = parse(
+            MINIMAL,
+            &[(
+                "POLICY_SIDECAR_POLICY_GOVERN",
+                "tools,prompts,server_requests",
+            )],
+        )
+        .expect("valid")
+        .model()
+        .govern;
+        assert!(env.governs(Capability::ServerRequests));
+        let err = parse(
+            &format!("{MINIMAL}\n[policy]\ngovern = [\"resources\"]\n"),
+            &[],
+        )
+        .expect_err("tools missing")
+        .to_string();
+        assert!(
+            err.ends_with("policy.govern: must include \"tools\": tool calls are always governed"),
+            "{err}"
+        );
+        let err = parse(
+            &format!("{MINIMAL}\n[policy]\ngovern = [\"tools\", \"sampling\"]\n"),
+            &[],
+        )
+        .expect_err("unknown")
+        .to_string();
+        assert!(err.contains("policy.govern: expected one of tools, resources, prompts, server_requests, invoke, got \"sampling\""), "{err}");
+        let err = parse(
+            &format!("{MINIMAL}\n[policy]\ngroups = {{ ReadOnlyTools = [\"a\"] }}\n"),
+            &[],
+        )
+        .expect_err("reserved")
+        .to_string();
+        assert!(
+            err.contains("policy.groups: \"ReadOnlyTools\" is an action of the model itself"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_target_named_as_an_action_of_the_model_is_refused() {
+        let err = parse(&MINIMAL.replace("RefundTool", "ReadResource"), &[])
+            .expect_err("reserved")
+            .to_string();
+        assert!(err.ends_with("gateway.target: \"ReadResource\" is an action of the model itself; choose another name"), "{err}");
+    }
 }

@@ -1,8 +1,10 @@
 //! The upstream's tools, fetched as an MCP client: `initialize`, `notifications/initialized`,
-//! `tools/list` page by page, then `DELETE` of the session. Answers may come as JSON or as an
-//! event stream. [`ToolsRefresher`] fetches at start (retrying with backoff until the upstream
-//! answers), again when a `notifications/tools/list_changed` passes through the proxy, and on a
-//! timer.
+//! `tools/list` page by page (and `prompts/list` when prompts are governed and the upstream
+//! serves them, whose declared arguments type `GetPrompt`), then `DELETE` of the session.
+//! Answers may come as JSON or as an event stream. [`ToolsRefresher`] fetches at start
+//! (retrying with backoff until the upstream answers), again when a
+//! `notifications/tools/list_changed` or `notifications/prompts/list_changed` passes through
+//! the proxy, and on a timer.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,18 +56,21 @@ pub enum FetchError {
     },
 }
 
-/// Fetched tools: the catalog and the tool definitions as listed.
-#[derive(Debug, Clone)]
+/// Fetched tools (and prompts): the definitions as listed.
+#[derive(Debug, Clone, Default)]
 pub struct FetchedTools {
     /// The tools, in the order listed.
     pub tools: Vec<Value>,
+    /// The prompts, in the order listed (none unless prompts are governed).
+    pub prompts: Vec<Value>,
 }
 
 impl FetchedTools {
-    /// The catalog that types call inputs.
+    /// The catalog that types call inputs and prompt arguments.
     #[must_use]
     pub fn catalog(&self) -> ToolCatalog {
         ToolCatalog::from_list(&Value::Array(self.tools.clone()))
+            .with_prompts(&Value::Array(self.prompts.clone()))
     }
 }
 
@@ -203,7 +208,7 @@ where
     Err("the event stream ended without the answer".to_owned())
 }
 
-/// Fetches every tool of the upstream at `url` once.
+/// Fetches every tool of the upstream at `url` once, and every prompt with `prompts`.
 ///
 /// # Errors
 /// [`FetchError`] naming the MCP method that failed.
@@ -211,6 +216,7 @@ pub async fn fetch(
     client: &HttpClient,
     url: &Uri,
     timeout: Duration,
+    prompts: bool,
 ) -> Result<FetchedTools, FetchError> {
     let mut session = Session {
         client,
@@ -220,12 +226,12 @@ pub async fn fetch(
         protocol: PROTOCOL_VERSION.to_owned(),
         next_id: 1,
     };
-    let result = list_tools(&mut session).await;
+    let result = list_tools(&mut session, prompts).await;
     session.close().await;
     result
 }
 
-async fn list_tools(session: &mut Session<'_>) -> Result<FetchedTools, FetchError> {
+async fn list_tools(session: &mut Session<'_>, prompts: bool) -> Result<FetchedTools, FetchError> {
     let init = session
         .send(
             "initialize",
@@ -241,33 +247,50 @@ async fn list_tools(session: &mut Session<'_>) -> Result<FetchedTools, FetchErro
     session
         .send("notifications/initialized", json!({}), true)
         .await?;
-    let mut tools = Vec::new();
+    let tools = list_all(session, "tools/list", "tools").await?;
+    // A server without the prompts capability has none to list.
+    let serves_prompts = init.pointer("/capabilities/prompts").is_some();
+    let prompts = if prompts && serves_prompts {
+        list_all(session, "prompts/list", "prompts").await?
+    } else {
+        Vec::new()
+    };
+    Ok(FetchedTools { tools, prompts })
+}
+
+/// Every item of a paginated list (`tools/list`, `prompts/list`), in the order listed.
+async fn list_all(
+    session: &mut Session<'_>,
+    method: &'static str,
+    key: &str,
+) -> Result<Vec<Value>, FetchError> {
+    let mut items = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..MAX_PAGES {
         let params = cursor
             .as_ref()
             .map_or_else(|| json!({}), |c| json!({"cursor": c}));
         let page = session
-            .send("tools/list", params, false)
+            .send(method, params, false)
             .await?
             .unwrap_or_default();
-        let Some(listed) = page.get("tools").and_then(Value::as_array) else {
+        let Some(listed) = page.get(key).and_then(Value::as_array) else {
             return Err(FetchError::Protocol {
-                method: "tools/list",
-                message: "result without a tools array".to_owned(),
+                method,
+                message: format!("result without a {key} array"),
             });
         };
-        tools.extend(listed.iter().cloned());
+        items.extend(listed.iter().cloned());
         cursor = page
             .get("nextCursor")
             .and_then(Value::as_str)
             .map(str::to_owned);
         if cursor.is_none() {
-            return Ok(FetchedTools { tools });
+            return Ok(items);
         }
     }
     Err(FetchError::Protocol {
-        method: "tools/list",
+        method,
         message: format!("more than {MAX_PAGES} pages"),
     })
 }
@@ -277,12 +300,13 @@ pub async fn fetch_until_answered(
     client: &HttpClient,
     url: &Uri,
     timeout: Duration,
+    prompts: bool,
     shutdown: &CancellationToken,
 ) -> Option<FetchedTools> {
     let mut delay = FIRST_BACKOFF;
     let mut attempt = 0_u32;
     loop {
-        match fetch(client, url, timeout).await {
+        match fetch(client, url, timeout, prompts).await {
             Ok(tools) => return Some(tools),
             Err(e) => {
                 attempt += 1;
@@ -309,22 +333,30 @@ pub struct ToolsRefresher {
     pub timeout: Duration,
     /// Where catalogs go.
     pub feed: EngineFeed,
-    /// Signalled by the proxy when `notifications/tools/list_changed` passes.
+    /// Signalled by the proxy when a tool or prompt list change passes.
     pub list_changed: Arc<Notify>,
     /// Periodic re-fetch (`None`: off).
     pub every: Option<Duration>,
+    /// Whether the prompts are fetched too (prompts are governed).
+    pub prompts: bool,
 }
 
 impl ToolsRefresher {
     /// Fetches now, then on every list change and timer tick, until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            let Some(tools) =
-                fetch_until_answered(&self.client, &self.url, self.timeout, &shutdown).await
+            let Some(tools) = fetch_until_answered(
+                &self.client,
+                &self.url,
+                self.timeout,
+                self.prompts,
+                &shutdown,
+            )
+            .await
             else {
                 return;
             };
-            tracing::info!(tools = tools.tools.len(), upstream = %self.url, "tool catalog loaded from the upstream");
+            tracing::info!(tools = tools.tools.len(), prompts = tools.prompts.len(), upstream = %self.url, "tool catalog loaded from the upstream");
             // Validating held-back policies may take seconds: off the runtime.
             let (feed, catalog) = (self.feed.clone(), tools.catalog());
             if tokio::task::spawn_blocking(move || feed.set_catalog(catalog))

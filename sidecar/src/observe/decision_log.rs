@@ -214,7 +214,7 @@ enum Line<'a> {
 #[derive(Serialize)]
 struct Head<'a> {
     time: Now,
-    kind: &'static str,
+    kind: &'a str,
     trace_id: &'a str,
     engine: &'a str,
     mode: &'static str,
@@ -223,7 +223,7 @@ struct Head<'a> {
 
 impl<'a> Head<'a> {
     fn new(
-        kind: &'static str,
+        kind: &'a str,
         trace_id: &'a str,
         engine: &'a str,
         mode: Mode,
@@ -244,7 +244,12 @@ impl<'a> Head<'a> {
 struct CallLine<'a> {
     #[serde(flatten)]
     head: Head<'a>,
-    tool: &'a str,
+    /// The tool of a tools/call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool: Option<&'a str>,
+    /// What another request names: a resource uri, a prompt name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
     action: &'a str,
     request_id: &'a Value,
     decision: &'static str,
@@ -340,15 +345,17 @@ fn call_line<'a>(
         ),
         Err(error) => (NONE, None, Some(Errors::Failed([error.to_string()])), None),
     };
+    let tools = record.method == "tools/call";
     Line::Call(CallLine {
         head: Head::new(
-            "tools/call",
+            record.method,
             trace_id,
             record.engine,
             record.mode,
             &record.principal,
         ),
-        tool: record.tool,
+        tool: tools.then_some(record.tool),
+        name: (!tools && !record.tool.is_empty()).then_some(record.tool),
         action: &record.action,
         request_id: record.request_id,
         decision: record.decision(),
@@ -408,7 +415,7 @@ fn list_line<'a>(
 ) -> Line<'a> {
     Line::List(ListLine {
         head: Head::new(
-            "tools/list",
+            record.method,
             trace_id,
             record.engine,
             record.mode,
@@ -464,11 +471,13 @@ impl DecisionObserver for Observer {
     }
 
     fn on_list(&self, record: &ListRecord<'_>) {
-        self.metrics.list(
-            record.allowed.len(),
-            record.denied.len(),
-            record.error.is_some(),
-        );
+        if record.method == "tools/list" {
+            self.metrics.list(
+                record.allowed.len(),
+                record.denied.len(),
+                record.error.is_some(),
+            );
+        }
         if let Some(log) = &self.log {
             with_trace_id(|trace_id| {
                 log.write(|dropped| list_line(record, trace_id, dropped));
@@ -518,6 +527,7 @@ mod tests {
         CallRecord {
             engine: "RefundPolicyEngine",
             mode: Mode::Enforce,
+            method: "tools/call",
             principal: "AgentCore::OAuthUser::\"alice\"".to_owned(),
             tool: "process_refund",
             action: "RefundTool___process_refund".to_owned(),
@@ -566,6 +576,39 @@ mod tests {
     }
 
     #[test]
+    fn lines_of_other_methods_name_the_method_and_what_they_read() {
+        let outcome = Outcome {
+            decision: Decision::Allow,
+            determining: vec!["docs".to_owned()],
+            errors: vec![],
+            shadow_matched: vec![],
+            shadow_flipping: vec![],
+        };
+        let id = json!(3);
+        let record = CallRecord {
+            method: "resources/read",
+            tool: "docs://readme",
+            action: "ReadResource".to_owned(),
+            ..record(&outcome, &id, "null")
+        };
+        let entry = to_value(&call_line(&record, false, "", None));
+        assert_eq!(entry["kind"], "resources/read");
+        assert_eq!(entry["name"], "docs://readme");
+        assert_eq!(entry["action"], "ReadResource");
+        assert!(entry.get("tool").is_none(), "{entry}");
+        let record = CallRecord {
+            method: "sampling/createMessage",
+            tool: "",
+            ..record
+        };
+        let entry = to_value(&call_line(&record, false, "", None));
+        assert!(
+            entry.get("name").is_none() && entry.get("tool").is_none(),
+            "{entry}"
+        );
+    }
+
+    #[test]
     fn call_line_of_a_failed_decision_names_the_error() {
         let error = policy_layer::engine::AuthorizeError::Engine(
             policy_layer::engine::EngineError::Request("boom".to_owned()),
@@ -595,6 +638,7 @@ mod tests {
         ListRecord {
             engine: "e",
             mode: Mode::LogOnly,
+            method: "tools/list",
             principal: "AgentCore::OAuthUser::\"bob\"".to_owned(),
             allowed: vec![format!("tool_{n}")],
             denied: vec![],

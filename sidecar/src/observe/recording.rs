@@ -164,7 +164,7 @@ impl Serialize for Rfc3339 {
 #[derive(Serialize)]
 struct CallEntry<'a> {
     time: Rfc3339,
-    kind: &'static str,
+    kind: &'a str,
     trace_id: &'a str,
     engine: &'a str,
     principal: &'a str,
@@ -181,7 +181,7 @@ struct CallEntry<'a> {
 #[derive(Serialize)]
 struct ListEntry<'a> {
     time: Rfc3339,
-    kind: &'static str,
+    kind: &'a str,
     trace_id: &'a str,
     engine: &'a str,
     principal: &'a str,
@@ -230,7 +230,8 @@ impl Recording {
             .flatten()
     }
 
-    /// Records one call decision (a call that could not be decided is recorded as `ERROR`).
+    /// Records one decision (a call that could not be decided is recorded as `ERROR`); `kind`
+    /// is the method decided (`tools/call`, or another governed capability's).
     pub fn call(&self, record: &CallRecord<'_>) {
         const NONE: &[String] = &[];
         let identity = Self::caller();
@@ -244,7 +245,7 @@ impl Recording {
         with_trace_id(|trace_id| {
             self.log.write(|dropped_before| CallEntry {
                 time,
-                kind: "tools/call",
+                kind: record.method,
                 trace_id,
                 engine: record.engine,
                 principal: &record.principal,
@@ -259,14 +260,14 @@ impl Recording {
         });
     }
 
-    /// Records one tools/list filtering.
+    /// Records one list filtering (`kind`: `tools/list`, or another capability's list).
     pub fn list(&self, record: &ListRecord<'_>) {
         let identity = Self::caller();
         let time = Rfc3339(self.clock.now());
         with_trace_id(|trace_id| {
             self.log.write(|dropped_before| ListEntry {
                 time,
-                kind: "tools/list",
+                kind: record.method,
                 trace_id,
                 engine: record.engine,
                 principal: &record.principal,
@@ -340,6 +341,7 @@ mod tests {
         let record = CallRecord {
             engine: "RefundPolicyEngine",
             mode: Mode::Enforce,
+            method: "tools/call",
             principal: "AgentCore::OAuthUser::\"alice\"".to_owned(),
             tool: "process_refund",
             action: "RefundTool___process_refund".to_owned(),

@@ -15,10 +15,14 @@ use tokio_util::sync::WaitForCancellationFutureOwned;
 /// Boxed error of a proxied body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// The notification that the upstream's tool list changed.
-const LIST_CHANGED: &[u8] = b"notifications/tools/list_changed";
+/// The notifications that the upstream's tool or prompt list changed (the catalog is fetched
+/// again).
+const LIST_CHANGED: [&[u8]; 2] = [
+    b"notifications/tools/list_changed",
+    b"notifications/prompts/list_changed",
+];
 
-/// Watches an upstream event stream: signals `notifications/tools/list_changed`, and ends the
+/// Watches an upstream event stream: signals a tool or prompt list change, and ends the
 /// stream (cleanly, for the client to reconnect) when the sidecar shuts down.
 pub struct StreamWatch {
     /// Woken when the list-changed notification passes.
@@ -44,14 +48,15 @@ impl StreamWatch {
     }
 
     fn scan(&mut self, chunk: &[u8]) {
-        let keep = LIST_CHANGED.len() - 1;
+        let keep = LIST_CHANGED.iter().map(|n| n.len()).max().unwrap_or(1) - 1;
+        let any = |haystack: &[u8]| LIST_CHANGED.iter().any(|needle| contains(haystack, needle));
         let found = if self.tail.is_empty() {
-            contains(chunk, LIST_CHANGED)
+            any(chunk)
         } else {
             let head = &chunk[..chunk.len().min(keep)];
             let mut joined = std::mem::take(&mut self.tail);
             joined.extend_from_slice(head);
-            contains(&joined, LIST_CHANGED) || contains(chunk, LIST_CHANGED)
+            any(&joined) || any(chunk)
         };
         if found {
             self.list_changed.notify_one();
@@ -167,6 +172,18 @@ mod tests {
         let notified = notify.notified();
         tokio::pin!(notified);
         // notify_one stored a permit: the next `notified` completes at once.
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(notified.as_mut().poll(&mut cx).is_ready());
+    }
+
+    #[test]
+    fn finds_a_prompt_list_change_too() {
+        let notify = Arc::new(Notify::new());
+        let mut watch = StreamWatch::new(Arc::clone(&notify), None);
+        watch.scan(b"data: {\"method\":\"notifications/prompts/list_changed\"}\n\n");
+        let notified = notify.notified();
+        tokio::pin!(notified);
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(notified.as_mut().poll(&mut cx).is_ready());

@@ -17,7 +17,14 @@ use crate::auth::{Identity, PrincipalKind};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::engine::Snapshot;
 use crate::engine::policies::{LoadedPolicies, LoadedPolicy};
-use crate::model::{ActionModel, ToolCatalog};
+use crate::model::{ActionModel, McpAction, ToolCatalog};
+
+/// What a witness calls: a tool with its input, or a fixed action with its params.
+#[derive(Debug, Clone, Copy)]
+enum Called<'a> {
+    Tool(&'a str),
+    Mcp(McpAction),
+}
 
 /// What a replayed example must show.
 pub(super) enum Shows<'a> {
@@ -55,28 +62,43 @@ impl Replay {
     fn decides(
         snapshot: &Snapshot,
         identity: &Identity,
-        tool: &str,
+        called: Called<'_>,
         input: &Value,
         now: Timestamp,
     ) -> Option<Decision> {
-        snapshot
-            .authorize_at(identity, tool, Some(input), now)
-            .ok()
-            .map(|outcome| outcome.decision)
+        match called {
+            Called::Tool(tool) => snapshot.authorize_at(identity, tool, Some(input), now),
+            Called::Mcp(action) => snapshot.authorize_params(identity, action, Some(input)),
+        }
+        .ok()
+        .map(|outcome| outcome.decision)
     }
 
     /// The witness `env` as a case that shows `shows`, or `None`.
     pub(super) fn case(&self, env: &Env, shows: &Shows<'_>) -> Option<Value> {
         let principal = env.request.principal()?;
-        let tool = self
-            .model
-            .tool_of_action(env.request.action()?.id().unescaped())?
-            .to_owned();
-        let mut input = env
-            .request
-            .context()
-            .and_then(|c| c.get("input"))
-            .map_or_else(|| json!({}), |v| to_json(&v));
+        let id = env.request.action()?.id().unescaped().to_owned();
+        let called = match (self.model.tool_of_action(&id), McpAction::from_id(&id)) {
+            (Some(tool), _) => Called::Tool(tool),
+            (None, Some(action)) => Called::Mcp(action),
+            (None, None) => return None,
+        };
+        let context = env.request.context();
+        let mut input = match called {
+            // A tool's context is `{ input }`; a fixed action's context is its params.
+            Called::Tool(_) => context
+                .and_then(|c| c.get("input"))
+                .map_or_else(|| json!({}), |v| to_json(&v)),
+            Called::Mcp(_) => match context.map(AsRef::<cedar_policy_core::ast::Context>::as_ref) {
+                Some(cedar_policy_core::ast::Context::Value(fields)) => Value::Object(
+                    fields
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), to_json(&EvalResult::from(v.clone()))))
+                        .collect(),
+                ),
+                _ => json!({}),
+            },
+        };
         let permit_only = match shows {
             Shows::Allowed => None,
             Shows::DeniedDespite(permit) => Some(Snapshot::new(
@@ -89,21 +111,24 @@ impl Replay {
             )),
         };
         // The witness's `context.system.now`, when the policies of the tool read the time.
-        let now = self
-            .enforced
-            .index()
-            .for_tool(&tool)
-            .reads_system
-            .then(|| witness_now(env))
-            .flatten();
+        let now = match called {
+            Called::Tool(tool) => self
+                .enforced
+                .index()
+                .for_tool(tool)
+                .reads_system
+                .then(|| witness_now(env))
+                .flatten(),
+            Called::Mcp(_) => None,
+        };
         let at = now.unwrap_or_else(|| SystemClock.now());
         let holds = |identity: &Identity, input: &Value| {
-            let decision = Self::decides(&self.enforced, identity, &tool, input, at);
+            let decision = Self::decides(&self.enforced, identity, called, input, at);
             match &permit_only {
                 None => decision == Some(Decision::Allow),
                 Some(permit) => {
                     decision == Some(Decision::Deny)
-                        && Self::decides(permit, identity, &tool, input, at)
+                        && Self::decides(permit, identity, called, input, at)
                             == Some(Decision::Allow)
                 }
             }
@@ -122,7 +147,7 @@ impl Replay {
             }
             for identity in &identities {
                 if holds(identity, &input) {
-                    return Some(render(&tool, identity, input, now, shows));
+                    return Some(render(called, identity, input, now, shows));
                 }
             }
         }
@@ -188,14 +213,18 @@ fn datetime_millis(text: &str) -> Option<i64> {
 }
 
 fn render(
-    tool: &str,
+    called: Called<'_>,
     identity: &Identity,
     input: Value,
     now: Option<Timestamp>,
     shows: &Shows<'_>,
 ) -> Value {
     let mut case = Map::new();
-    case.insert("name".into(), json!(format!("solver example: {tool}")));
+    let what = match called {
+        Called::Tool(tool) => tool,
+        Called::Mcp(action) => action.method(),
+    };
+    case.insert("name".into(), json!(format!("solver example: {what}")));
     if identity.kind == PrincipalKind::OAuthUser {
         let mut claims = Map::new();
         claims.insert("sub".into(), json!(identity.subject));
@@ -204,7 +233,10 @@ fn render(
         }
         case.insert("claims".into(), Value::Object(claims));
     }
-    case.insert("tool".into(), json!(tool));
+    match called {
+        Called::Tool(tool) => case.insert("tool".into(), json!(tool)),
+        Called::Mcp(action) => case.insert("method".into(), json!(action.method())),
+    };
     case.insert("input".into(), input);
     if let Some(now) = now {
         case.insert("now".into(), json!(now.to_string()));
@@ -291,7 +323,7 @@ fn to_json(value: &EvalResult) -> Value {
         ),
         EvalResult::ExtensionValue(text) => decimal_literal(text)
             .and_then(|n| n.parse::<serde_json::Number>().ok())
-            .map_or_else(|| json!(text), Value::Number),
+            .map_or_else(|| json!(ip_literal(text).unwrap_or(text)), Value::Number),
     }
 }
 
@@ -306,6 +338,14 @@ fn decimal_literal(text: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-'))
     .then_some(inner)
+}
+
+/// `10.0.0.1` from `ip("10.0.0.1")`: an address as the params carry it. A solver may pick a
+/// range (`ip("10.0.0.0/8")`), which no request comes from: its first address stands for it
+/// (the replay then checks that it still shows the finding).
+fn ip_literal(text: &str) -> Option<&str> {
+    let inner = text.strip_prefix("ip(\"")?.strip_suffix("\")")?;
+    Some(inner.split('/').next().unwrap_or(inner))
 }
 
 #[cfg(test)]
@@ -345,5 +385,7 @@ mod tests {
         assert_eq!(decimal_literal("7.25"), Some("7.25"));
         assert_eq!(decimal_literal(r#"ip("10.0.0.1")"#), None);
         assert_eq!(decimal_literal(""), None);
+        assert_eq!(ip_literal(r#"ip("10.0.0.1")"#), Some("10.0.0.1"));
+        assert_eq!(ip_literal(r#"ip("10.0.0.0/8")"#), Some("10.0.0.0"));
     }
 }

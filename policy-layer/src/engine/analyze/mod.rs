@@ -27,7 +27,7 @@ mod group;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use cedar_policy::{
@@ -40,7 +40,7 @@ use super::index::PolicyIndex;
 use super::policies::{Enforcement, LoadedPolicies, LoadedPolicy};
 use super::validate::{Finding, FindingKind};
 use crate::model::schema::GatewaySchema;
-use crate::model::{ActionModel, ToolCatalog};
+use crate::model::{ActionModel, ActionRef, McpAction, ToolCatalog};
 use example::{Replay, Shows};
 
 /// Where the SMT solver comes from (`[policy] solver`).
@@ -117,6 +117,42 @@ pub struct Analysis {
     pub notes: Vec<String>,
     /// What ran, for operators: the solver, how many environments, how long.
     pub summary: String,
+    /// Environments answered from an earlier analysis of the same content.
+    pub reused: usize,
+}
+
+/// What the solver answered for one request environment.
+#[derive(Debug, Default)]
+struct Answered {
+    /// Per candidate policy: whether it can match here.
+    can_match: Vec<(String, bool)>,
+    /// Candidate policies the solver could not decide (such answers are not kept).
+    undecided: Vec<(String, String)>,
+    findings: Vec<Finding>,
+}
+
+/// Answers kept across analyses, by [`Ctx::key`]: a reload that changes one policy asks
+/// the solver again only about the environments that policy is a candidate in.
+static ANSWERS: LazyLock<Mutex<HashMap<[u8; 32], Arc<Answered>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Answers kept at most; past it, the oldest analysis's answers are forgotten wholesale.
+const MAX_ANSWERS: usize = 200_000;
+
+fn cached(key: &[u8; 32]) -> Option<Arc<Answered>> {
+    ANSWERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(key)
+        .cloned()
+}
+
+fn remember(key: [u8; 32], answered: Arc<Answered>) {
+    let mut answers = ANSWERS.lock().unwrap_or_else(PoisonError::into_inner);
+    if answers.len() >= MAX_ANSWERS {
+        answers.clear();
+    }
+    answers.insert(key, answered);
 }
 
 /// Analyses `policies` against the gateway's schema; `impossible` are the policies Cedar's
@@ -184,32 +220,53 @@ pub fn analyze(
     let elapsed = started.elapsed().as_millis();
     analysis.summary = match &located {
         Ok(path) => format!(
-            "semantic analysis with {} over {} request environments in {elapsed} ms",
+            "semantic analysis with {} over {} request environments ({} answered by earlier analyses) in {elapsed} ms",
             path.display(),
-            envs.len()
+            envs.len(),
+            analysis.reused
         ),
         Err(_) => format!("semantic analysis without a solver in {elapsed} ms"),
     };
     analysis
 }
 
-/// One request environment, with the tool its action calls and the schema cut for that tool.
+/// The action of a request environment: a tool's, or a fixed one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Analysed {
+    Tool(String),
+    Mcp(McpAction),
+}
+
+impl Analysed {
+    fn action(&self) -> ActionRef<'_> {
+        match self {
+            Self::Tool(tool) => ActionRef::Tool(tool),
+            Self::Mcp(action) => ActionRef::Mcp(*action),
+        }
+    }
+}
+
+/// One request environment, with the action it decides and the schema cut for it.
 struct Scope {
     env: RequestEnv,
-    tool: String,
+    action: Analysed,
     schema: Arc<Schema>,
 }
 
-/// Every request environment of a tool, each with its tool's cut of the schema (the whole
-/// schema if it cannot be cut).
+/// Every request environment of a tool, each with its tool's cut of the schema, and of each
+/// action beyond tool calls, with the schema of no tool (the whole schema if it cannot be
+/// cut).
 fn scopes(gateway: &GatewaySchema, model: &ActionModel) -> Vec<Scope> {
     let scope = |env: RequestEnv, schema: &Arc<Schema>| {
-        let tool = model
-            .tool_of_action(env.action().id().unescaped())?
-            .to_owned();
+        let id = env.action().id().unescaped();
+        let action = match (model.tool_of_action(id), McpAction::from_id(id)) {
+            (Some(tool), _) => Analysed::Tool(tool.to_owned()),
+            (None, Some(action)) => Analysed::Mcp(action),
+            (None, None) => return None,
+        };
         Some(Scope {
             env,
-            tool,
+            action,
             schema: Arc::clone(schema),
         })
     };
@@ -219,8 +276,21 @@ fn scopes(gateway: &GatewaySchema, model: &ActionModel) -> Vec<Scope> {
             .filter_map(|action| cut.schema(action).ok().map(Arc::new))
             .flat_map(|schema| {
                 let envs: Vec<RequestEnv> = schema.request_envs().collect();
-                envs.into_iter().filter_map(move |env| scope(env, &schema))
+                let schema = Arc::clone(&schema);
+                envs.into_iter()
+                    .filter_map(move |env| scope(env, &schema))
+                    .filter(|s| matches!(s.action, Analysed::Tool(_)))
             })
+            .chain(
+                cut.without_tools()
+                    .ok()
+                    .map(Arc::new)
+                    .into_iter()
+                    .flat_map(|schema| {
+                        let envs: Vec<RequestEnv> = schema.request_envs().collect();
+                        envs.into_iter().filter_map(move |env| scope(env, &schema))
+                    }),
+            )
             .collect(),
         Err(e) => {
             tracing::debug!(error = %e, "the schema cannot be cut per tool; analysing it whole");
@@ -273,9 +343,9 @@ impl Ctx<'_> {
             .get_or_init(|| Replay::new(self.model, self.catalog, self.policies))
     }
 
-    /// The policies whose action scope can apply to `tool`, by enforcement and effect.
-    fn candidates(&self, tool: &str) -> impl Iterator<Item = &LoadedPolicy> {
-        let sets = self.index.for_tool(tool);
+    /// The policies whose action scope can apply to `action`, by enforcement and effect.
+    fn candidates(&self, action: &Analysed) -> impl Iterator<Item = &LoadedPolicy> {
+        let sets = self.index.for_action(action.action());
         [&sets.active, &sets.shadow_permits, &sets.shadow_forbids]
             .into_iter()
             .flat_map(PolicySet::policies)
@@ -317,6 +387,7 @@ impl Ctx<'_> {
         let mut can_match: HashMap<String, bool> = HashMap::new();
         let mut undecided: HashMap<String, String> = HashMap::new();
         let mut complete = true;
+        let mut reused = 0_usize;
         for (done, scope) in self.envs.iter().enumerate() {
             if started.elapsed() > budget.total {
                 complete = false;
@@ -327,20 +398,36 @@ impl Ctx<'_> {
                 ));
                 break;
             }
-            if let Err(Undecided(why)) = self
-                .environment(
-                    &mut cc,
-                    scope,
-                    &mut can_match,
-                    &mut undecided,
-                    &mut analysis,
-                )
-                .await
-            {
-                analysis
-                    .notes
-                    .push(format!("{}: not analysed: {why}", scope.describe()));
+            let key = self.key(scope, &limit);
+            let answered = match cached(&key) {
+                Some(answered) => {
+                    reused += 1;
+                    answered
+                }
+                None => {
+                    let mut answered = Answered::default();
+                    if let Err(Undecided(why)) =
+                        self.environment(&mut cc, scope, &mut answered).await
+                    {
+                        analysis
+                            .notes
+                            .push(format!("{}: not analysed: {why}", scope.describe()));
+                        continue;
+                    }
+                    let answered = Arc::new(answered);
+                    if answered.undecided.is_empty() {
+                        remember(key, Arc::clone(&answered));
+                    }
+                    answered
+                }
+            };
+            for (id, matches) in &answered.can_match {
+                *can_match.entry(id.clone()).or_default() |= matches;
             }
+            for (id, why) in &answered.undecided {
+                undecided.insert(id.clone(), why.clone());
+            }
+            analysis.findings.extend(answered.findings.iter().cloned());
         }
         for loaded in &self.policies.policies {
             let id: &str = loaded.policy.id().as_ref();
@@ -352,7 +439,42 @@ impl Ctx<'_> {
                 analysis.findings.push(self.ineffective(&loaded.policy));
             }
         }
+        analysis.reused = reused;
         analysis
+    }
+
+    /// What an environment's answers depend on, hashed: the environment, the definition of
+    /// what its action calls, the model, the solver's per-query limit, and every candidate
+    /// policy's id, enforcement, text and position. Equal keys, equal answers.
+    fn key(&self, scope: &Scope, limit: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let mut part = |text: &str| {
+            hash.update((text.len() as u64).to_le_bytes());
+            hash.update(text.as_bytes());
+        };
+        part(&scope.describe());
+        part(limit);
+        part(&format!("{:?}", self.model.config()));
+        match &scope.action {
+            Analysed::Tool(tool) => {
+                part(
+                    &self
+                        .catalog
+                        .definition(tool)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                );
+            }
+            Analysed::Mcp(_) => part(&format!("{:?}", self.catalog.prompts().collect::<Vec<_>>())),
+        }
+        for loaded in self.candidates(&scope.action) {
+            part(loaded.policy.id().as_ref());
+            part(&format!("{:?}", loaded.enforcement));
+            part(&loaded.policy.to_string());
+            part(&loaded.position().to_string());
+        }
+        hash.finalize().into()
     }
 
     /// Analyses one request environment.
@@ -360,31 +482,29 @@ impl Ctx<'_> {
         &self,
         cc: &mut CedarSymCompiler<LocalSolver>,
         scope: &Scope,
-        can_match: &mut HashMap<String, bool>,
-        undecided: &mut HashMap<String, String>,
-        analysis: &mut Analysis,
+        out: &mut Answered,
     ) -> Result<(), Undecided> {
         let mut live_permits: Vec<(&Policy, CompiledPolicy)> = Vec::new();
         let mut live_forbids: Vec<&Policy> = Vec::new();
         let mut enforced = PolicySet::new();
         let mut unknown: Option<&str> = None;
-        for loaded in self.candidates(&scope.tool) {
+        for loaded in self.candidates(&scope.action) {
             let id: &str = loaded.policy.id().as_ref();
             if !admits(&loaded.policy, &scope.env) {
                 // Its scope names other principal or resource types: it matches nothing here.
-                can_match.entry(id.to_owned()).or_default();
+                out.can_match.push((id.to_owned(), false));
                 continue;
             }
             let matches = match CompiledPolicy::compile(&loaded.policy, &scope.env, &scope.schema) {
                 Ok(compiled) => match cc.check_never_matches_opt(&compiled).await {
                     Ok(never) => Some((!never, compiled)),
                     Err(e) => {
-                        undecided.insert(id.to_owned(), e.to_string());
+                        out.undecided.push((id.to_owned(), e.to_string()));
                         None
                     }
                 },
                 Err(e) => {
-                    undecided.insert(id.to_owned(), e.to_string());
+                    out.undecided.push((id.to_owned(), e.to_string()));
                     None
                 }
             };
@@ -393,7 +513,7 @@ impl Ctx<'_> {
                 unknown.get_or_insert(id);
                 continue;
             };
-            *can_match.entry(id.to_owned()).or_default() |= matches;
+            out.can_match.push((id.to_owned(), matches));
             if loaded.enforcement != Enforcement::Enforce {
                 continue;
             }
@@ -430,7 +550,7 @@ impl Ctx<'_> {
                     ),
                 );
                 finding.example.clone_from(&case);
-                analysis.findings.push(finding);
+                out.findings.push(finding);
             }
         } else if cc.check_always_denies_opt(&set).await? {
             // A request a live permit matches, which the set still denies: what the forbids take.
@@ -460,7 +580,7 @@ impl Ctx<'_> {
                     ),
                 );
                 finding.example.clone_from(&case);
-                analysis.findings.push(finding);
+                out.findings.push(finding);
             }
         }
         Ok(())
@@ -483,6 +603,7 @@ impl Ctx<'_> {
         let mut analysis = Analysis {
             findings: Vec::new(),
             summary: String::new(),
+            reused: 0,
             notes: vec![format!(
                 "no SMT solver: {why}. Overly permissive, overly restrictive and ineffective \
                  policies are only found where no solver is needed (permits and forbids without \
@@ -491,7 +612,7 @@ impl Ctx<'_> {
         };
         for scope in self.envs {
             let (mut permits, mut forbids) = (Vec::new(), Vec::new());
-            for loaded in self.candidates(&scope.tool) {
+            for loaded in self.candidates(&scope.action) {
                 if loaded.enforcement == Enforcement::Enforce
                     && self.in_scope(&loaded.policy, scope)
                 {
