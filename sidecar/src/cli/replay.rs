@@ -15,17 +15,18 @@
 //! decided; the policies that decided nothing (dead). Exit 1 when anything flips unless
 //! `--allow-flips`.
 //!
-//! Made for a day of traffic: lines are streamed, parsed borrowing from the line buffer,
-//! each distinct identity is parsed once, and a call seen before (same caller, tool and
-//! arguments, and the same time when the tool's policies read `context.system`) reuses its
-//! decision.
+//! Made for a day of traffic: the files are read in blocks of whole lines that worker threads
+//! (one per core) decide, each line parsed borrowing from its block; each worker parses each
+//! distinct identity once and reuses the decision of a call it has seen before (same caller,
+//! tool and arguments, and the same time when the tool's policies read `context.system`);
+//! the workers' reports are merged, examples in file and line order.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::sync::Arc;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use policy_layer::Timestamp;
 use policy_layer::auth::Identity;
@@ -80,14 +81,9 @@ pub async fn replay(args: &ReplayArgs) -> Result<(), Exit> {
         .snapshot()
         .ok_or_else(|| Exit::failed("no policy snapshot"))?;
     let started = std::time::Instant::now();
-    let mut replay = Replay::new(&snapshot);
-    for file in &args.files {
-        let reader = std::fs::File::open(file)
-            .map_err(|e| Exit::failed(format!("{}: {e}", file.display())))?;
-        replay
-            .read(file, BufReader::with_capacity(1 << 20, reader))
-            .map_err(|e| Exit::failed(format!("{}: {e}", file.display())))?;
-    }
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let replay = replay_files(&snapshot, &args.files, workers.min(MAX_WORKERS))
+        .map_err(|(file, e)| Exit::failed(format!("{}: {e}", file.display())))?;
     let mut out = std::io::stdout().lock();
     replay
         .write_report(&mut out, args.examples)
@@ -214,10 +210,19 @@ impl Skip {
 #[derive(Debug, Clone)]
 struct Example {
     file: Arc<str>,
+    /// The file's place on the command line (examples are shown in file and line order).
+    index: usize,
     line: u64,
     principal: String,
     request_id: String,
     recorded_by: String,
+}
+
+/// Where a line is.
+struct At<'a> {
+    file: &'a Arc<str>,
+    index: usize,
+    number: u64,
 }
 
 /// Flips that share a tool, a change and the policies that now decide.
@@ -225,6 +230,176 @@ struct Example {
 struct Group {
     count: u64,
     examples: Vec<Example>,
+}
+
+impl Group {
+    /// Adds `other`'s flips, keeping the first examples in file and line order.
+    fn absorb(&mut self, other: Self) {
+        self.count += other.count;
+        self.examples.extend(other.examples);
+        self.examples.sort_by_key(|e| (e.index, e.line));
+        self.examples.truncate(MAX_EXAMPLES);
+    }
+}
+
+/// Whole lines of one file, read together and replayed by one worker.
+struct Block {
+    /// The file's index on the command line.
+    file: usize,
+    /// The number of the block's first line.
+    first_line: u64,
+    bytes: Vec<u8>,
+}
+
+/// Bytes read at a time into a block (whole lines: a block ends at its last newline).
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// Workers at most, whatever the machine has.
+const MAX_WORKERS: usize = 16;
+
+/// Cuts a file into blocks of whole lines.
+struct Blocks<R> {
+    file: usize,
+    reader: R,
+    next_line: u64,
+    carry: Vec<u8>,
+    done: bool,
+}
+
+impl<R: Read> Blocks<R> {
+    fn new(file: usize, reader: R) -> Self {
+        Self {
+            file,
+            reader,
+            next_line: 1,
+            carry: Vec::new(),
+            done: false,
+        }
+    }
+}
+
+impl<R: Read> Iterator for Blocks<R> {
+    type Item = std::io::Result<Block>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done {
+            let start = self.carry.len();
+            self.carry.resize(start + BLOCK_BYTES, 0);
+            let read = match self.reader.read(&mut self.carry[start..]) {
+                Ok(read) => read,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                    self.carry.truncate(start);
+                    continue;
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            self.carry.truncate(start + read);
+            if read == 0 {
+                self.done = true;
+                break;
+            }
+            // A long line may span reads: wait for its end.
+            let Some(end) = self.carry.iter().rposition(|&b| b == b'\n') else {
+                continue;
+            };
+            let rest = self.carry.split_off(end + 1);
+            let bytes = std::mem::replace(&mut self.carry, rest);
+            return Some(Ok(self.block(bytes)));
+        }
+        // The last line, without its newline.
+        (!self.carry.is_empty()).then(|| {
+            let bytes = std::mem::take(&mut self.carry);
+            Ok(self.block(bytes))
+        })
+    }
+}
+
+impl<R> Blocks<R> {
+    fn block(&mut self, bytes: Vec<u8>) -> Block {
+        let first_line = self.next_line;
+        let newlines = bytes.iter().filter(|&&b| b == b'\n').count();
+        self.next_line += u64::try_from(newlines).unwrap_or(u64::MAX);
+        Block {
+            file: self.file,
+            first_line,
+            bytes,
+        }
+    }
+}
+
+/// Replays `files` under `snapshot` on `workers` threads: this thread reads blocks of lines,
+/// the workers decide them, each with its own caches, and their reports are merged.
+///
+/// # Errors
+/// The file that could not be read, and why.
+pub fn replay_files<'s>(
+    snapshot: &'s Snapshot,
+    files: &[PathBuf],
+    workers: usize,
+) -> Result<Replay<'s>, (PathBuf, std::io::Error)> {
+    let names: Vec<Arc<str>> = files
+        .iter()
+        .map(|f| Arc::from(f.display().to_string()))
+        .collect();
+    let (send, receive) = std::sync::mpsc::sync_channel::<Block>(2 * workers.max(1));
+    let receive = Mutex::new(receive);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.max(1))
+            .map(|_| {
+                let (receive, names) = (&receive, &names);
+                scope.spawn(move || {
+                    let mut replay = Replay::new(snapshot);
+                    loop {
+                        let block = receive
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .recv();
+                        match block {
+                            Ok(block) => replay.block(names, &block),
+                            Err(_) => return replay, // all read
+                        }
+                    }
+                })
+            })
+            .collect();
+        let read = read_all(files, &send);
+        drop(send);
+        let mut merged = Replay::new(snapshot);
+        for handle in handles {
+            // A worker that panicked lost its lines: fail rather than report a partial replay.
+            let replay = handle.join().map_err(|_| {
+                (
+                    PathBuf::new(),
+                    std::io::Error::other("a replay worker failed"),
+                )
+            })?;
+            merged.merge(replay);
+        }
+        read.map(|()| merged)
+    })
+}
+
+/// Sends the blocks of every file, in order.
+fn read_all(
+    files: &[PathBuf],
+    send: &std::sync::mpsc::SyncSender<Block>,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    for (index, file) in files.iter().enumerate() {
+        let reader = std::fs::File::open(file).map_err(|e| (file.clone(), e))?;
+        for block in Blocks::new(index, reader) {
+            let block = block.map_err(|e| (file.clone(), e))?;
+            if send.send(block).is_err() {
+                return Err((
+                    file.clone(),
+                    std::io::Error::other("the replay workers stopped"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What a list now does with a tool, against the recording.
@@ -305,36 +480,85 @@ impl<'s> Replay<'s> {
         self.flipped
     }
 
-    /// Replays every line of `reader`, named `file` in examples.
+    /// Replays every line of `reader`, named `file` in examples (on this thread).
     ///
     /// # Errors
     /// Only when `reader` fails.
-    pub fn read(&mut self, file: &Path, mut reader: impl BufRead) -> std::io::Result<()> {
-        let name: Arc<str> = Arc::from(file.display().to_string());
-        let mut line = String::new();
-        let mut number = 0u64;
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                return Ok(());
-            }
-            number += 1;
+    #[cfg(test)]
+    pub fn read(&mut self, file: &std::path::Path, reader: impl Read) -> std::io::Result<()> {
+        let names = [Arc::from(file.display().to_string())];
+        for block in Blocks::new(0, reader) {
+            self.block(&names, &block?);
+        }
+        Ok(())
+    }
+
+    /// Replays the lines of one block.
+    fn block(&mut self, names: &[Arc<str>], block: &Block) {
+        let Some(name) = names.get(block.file) else {
+            return;
+        };
+        let body = block.bytes.strip_suffix(b"\n").unwrap_or(&block.bytes);
+        for (number, line) in (block.first_line..).zip(body.split(|&b| b == b'\n')) {
             self.lines += 1;
-            let text = line.trim();
+            let text = line.trim_ascii();
             if text.is_empty() {
                 continue;
             }
-            if let Err(skip) = self.line(&name, number, text) {
+            if let Err(skip) = self.line(name, block.file, number, text) {
                 *self.skipped.entry(skip).or_default() += 1;
             }
         }
     }
 
-    fn line(&mut self, file: &Arc<str>, number: u64, text: &str) -> Result<(), Skip> {
-        let entry: Entry<'_> = serde_json::from_str(text).map_err(|_| Skip::NotJson)?;
+    /// Adds what `other` replayed (other blocks of the same files) to this replay.
+    fn merge(&mut self, other: Self) {
+        self.lines += other.lines;
+        self.calls += other.calls;
+        self.lists += other.lists;
+        self.flipped += other.flipped;
+        for (skip, count) in other.skipped {
+            *self.skipped.entry(skip).or_default() += count;
+        }
+        for (key, group) in other.flips {
+            self.flips.entry(key).or_default().absorb(group);
+        }
+        for (key, group) in other.list_flips {
+            self.list_flips.entry(key).or_default().absorb(group);
+        }
+        for (tool, counts) in other.coverage {
+            match self.coverage.get_mut(&tool) {
+                Some(mine) => {
+                    for (mine, theirs) in mine.iter_mut().zip(counts) {
+                        *mine += theirs;
+                    }
+                }
+                None => {
+                    self.coverage.insert(tool, counts);
+                }
+            }
+        }
+        for (mine, theirs) in self.live.iter_mut().zip(other.live) {
+            *mine |= theirs;
+        }
+    }
+
+    fn line(
+        &mut self,
+        file: &Arc<str>,
+        index: usize,
+        number: u64,
+        text: &[u8],
+    ) -> Result<(), Skip> {
+        let entry: Entry<'_> = serde_json::from_slice(text).map_err(|_| Skip::NotJson)?;
+        let at = At {
+            file,
+            index,
+            number,
+        };
         match entry.kind.as_deref() {
-            Some("tools/call") => self.call(&entry, file, number),
-            Some("tools/list") => self.list(&entry, file, number),
+            Some("tools/call") => self.call(&entry, &at),
+            Some("tools/list") => self.list(&entry, &at),
             Some(kind) if entry.decision.is_some() || kind.ends_with("/list") => {
                 Err(Skip::OtherCapability)
             }
@@ -371,7 +595,7 @@ impl<'s> Replay<'s> {
             .collect()
     }
 
-    fn call(&mut self, entry: &Entry<'_>, file: &Arc<str>, number: u64) -> Result<(), Skip> {
+    fn call(&mut self, entry: &Entry<'_>, at: &At<'_>) -> Result<(), Skip> {
         let recorded = match entry.decision.as_deref() {
             Some("THROTTLED") => return Err(Skip::Throttled),
             Some(text) => Verdict::parse(text).ok_or(Skip::NotADecision)?,
@@ -441,7 +665,7 @@ impl<'s> Replay<'s> {
                 .or_default();
             group.count += 1;
             if group.examples.len() < MAX_EXAMPLES {
-                group.examples.push(example(entry, file, number));
+                group.examples.push(example(entry, at));
             }
         }
         Ok(())
@@ -480,7 +704,7 @@ impl<'s> Replay<'s> {
         names.join(", ")
     }
 
-    fn list(&mut self, entry: &Entry<'_>, file: &Arc<str>, number: u64) -> Result<(), Skip> {
+    fn list(&mut self, entry: &Entry<'_>, at: &At<'_>) -> Result<(), Skip> {
         if entry.error.is_some() {
             return Err(Skip::ListFailed);
         }
@@ -534,7 +758,7 @@ impl<'s> Replay<'s> {
             let group = self.list_flips.entry((tool, change)).or_default();
             group.count += 1;
             if group.examples.len() < MAX_EXAMPLES {
-                group.examples.push(example(entry, file, number));
+                group.examples.push(example(entry, at));
             }
         }
         Ok(())
@@ -639,10 +863,11 @@ impl<'s> Replay<'s> {
 /// Examples kept per group (the report shows at most `--examples` of them).
 const MAX_EXAMPLES: usize = 10;
 
-fn example(entry: &Entry<'_>, file: &Arc<str>, number: u64) -> Example {
+fn example(entry: &Entry<'_>, at: &At<'_>) -> Example {
     Example {
-        file: Arc::clone(file),
-        line: number,
+        file: Arc::clone(at.file),
+        index: at.index,
+        line: at.number,
         principal: entry.principal.as_deref().unwrap_or("?").to_owned(),
         request_id: entry
             .request_id
@@ -676,6 +901,8 @@ fn write_examples(out: &mut impl Write, examples: &[Example], limit: usize) -> s
 mod tests {
     use policy_layer::PolicyEngine;
     use policy_layer::PolicySource;
+    use std::path::Path;
+
     use policy_layer::model::{ModelConfig, ToolCatalog};
     use serde_json::json;
 
@@ -851,5 +1078,78 @@ mod tests {
             report.contains("  process_refund listed→hidden 1\n"),
             "{report}"
         );
+    }
+
+    #[test]
+    fn blocks_hold_whole_lines_numbered_across_reads() {
+        // A reader that hands out 7 bytes at a time: lines span reads.
+        struct Trickle<'a>(&'a [u8]);
+        impl Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(7).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let text = b"first line\nsecond, longer line\n\nlast without newline";
+        let blocks: Vec<Block> = Blocks::new(3, Trickle(text))
+            .collect::<std::io::Result<_>>()
+            .expect("reads");
+        let joined: Vec<u8> = blocks.iter().flat_map(|b| b.bytes.clone()).collect();
+        assert_eq!(joined, text);
+        for block in &blocks {
+            assert_eq!(block.file, 3);
+            let first = text
+                .split(|&b| b == b'\n')
+                .nth(usize::try_from(block.first_line - 1).expect("small"));
+            assert!(
+                block.bytes.starts_with(first.expect("a line")),
+                "whole lines"
+            );
+        }
+        assert!(
+            blocks[..blocks.len() - 1]
+                .iter()
+                .all(|b| b.bytes.ends_with(b"\n"))
+        );
+    }
+
+    #[test]
+    fn many_workers_report_what_one_does() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut files = Vec::new();
+        for part in 0..3 {
+            let mut text = String::new();
+            for n in 0..2000u32 {
+                let (sub, role) = if n % 3 == 0 {
+                    ("bob", "viewer")
+                } else {
+                    ("alice", "refund-agent")
+                };
+                let amount = (n * 7 + part) % 300;
+                let decision = if n % 5 == 0 { "DENY" } else { "ALLOW" };
+                text.push_str(&call(sub, role, "process_refund", amount, decision));
+                text.push('\n');
+            }
+            let file = dir.path().join(format!("part{part}.jsonl"));
+            std::fs::write(&file, text).expect("write");
+            files.push(file);
+        }
+        let snapshot = snapshot();
+        let report = |workers| {
+            let replay = replay_files(&snapshot, &files, workers).expect("replays");
+            let mut out = Vec::new();
+            replay.write_report(&mut out, 3).expect("writes");
+            (
+                replay.lines,
+                replay.flips(),
+                String::from_utf8(out).expect("utf8"),
+            )
+        };
+        let one = report(1);
+        assert_eq!(one.0, 6000);
+        assert!(one.1 > 0, "{}", one.2);
+        assert_eq!(report(4), one);
     }
 }
