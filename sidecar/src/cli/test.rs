@@ -286,7 +286,7 @@ pub fn decide(snapshot: &Snapshot, case: &Case) -> Got {
     let decided = match case.called(Govern::all()) {
         Ok(Called::Tool(tool)) => snapshot.authorize_at(&identity, tool, case.input.as_ref(), now),
         Ok(Called::Mcp(action)) => {
-            snapshot.authorize_params(&identity, action, case.input.as_ref())
+            snapshot.authorize_params_at(&identity, action, case.input.as_ref(), now)
         }
         Err(error) => {
             return Got {
