@@ -38,9 +38,10 @@ cargo test --workspace --no-fail-fast
 echo "== benches and examples compile (timed only by hand, see README; dev profile, one build)"
 cargo build --workspace --benches --examples
 
-echo "== the worked policy example validates and its cases pass"
+echo "== the worked policy example validates, its cases pass and its recording replays unchanged"
 target/debug/policy-sidecar validate --config examples/policies/policy-sidecar.toml
 target/debug/policy-sidecar test --config examples/policies/policy-sidecar.toml examples/policies/cases.yaml
+target/debug/policy-sidecar replay --config examples/policies/policy-sidecar.toml --policies examples/policies/policies examples/policies/recording.jsonl
 
 echo "== temporal policies against Dogwood's reference interpreter (difftest/, its own lockfile)"
 scripts/difftest.sh

@@ -16,9 +16,24 @@ stop_processes() {
 }
 
 # Builds the demo tool server and policy-sidecar (release); sets `bin` to their folder.
-# Needs `root`, the checkout.
+# Needs `root`, the checkout. The first build takes minutes: on a terminal cargo shows its
+# progress bar and the crates it compiles; otherwise a line every 30 s says it is still going.
 build_release() {
-    (cd "$root" && cargo build --release --quiet -p refund-tool -p policy-sidecar)
+    local started=$SECONDS
+    if [ -t 2 ]; then
+        (cd "$root" && cargo build --release -p refund-tool -p policy-sidecar)
+    else
+        (cd "$root" && cargo build --release --quiet -p refund-tool -p policy-sidecar) &
+        local build=$!
+        while kill -0 "$build" 2>/dev/null; do
+            for _ in $(seq 300); do kill -0 "$build" 2>/dev/null || break; sleep 0.1; done
+            if kill -0 "$build" 2>/dev/null; then
+                echo "   still building (release, $((SECONDS - started)) s so far)" >&2
+            fi
+        done
+        wait "$build"
+    fi
+    echo "   built in $((SECONDS - started)) s" >&2
     bin="${CARGO_TARGET_DIR:-$root/target}/release"
 }
 

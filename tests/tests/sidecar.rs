@@ -390,12 +390,13 @@ fn validate_reports_file_line_and_column_with_exit_codes() {
     ws.policy("refund.cedar", REFUND_POLICIES);
     let config = ws.config("http://127.0.0.1:9/mcp", "");
     let config = config.to_str().expect("utf8");
-    let (code, out, _) = sidecar_command(&["validate", "--config", config]);
+    // Nobody listens at the upstream: only what needs no schema is checked, when asked.
+    let (code, out, _) = sidecar_command(&["validate", "--without-schema", "--config", config]);
     assert_eq!(code, 0, "{out}");
     assert!(out.trim().ends_with("ok: 2 policies in 1 files"), "{out}");
 
     let bad = ws.policy("bad.cedar", "permit(principal, action, resource);\nforbid(principal, action, resource) when { context. };\n");
-    let (code, out, err) = sidecar_command(&["validate", "--config", config]);
+    let (code, out, err) = sidecar_command(&["validate", "--without-schema", "--config", config]);
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.starts_with(&format!("{}:2:", bad.display())), "{out}");
 }
@@ -455,7 +456,13 @@ const CASES: &str = r"
 fn test_subcommand_passes_good_cases_and_fails_a_wrong_expectation() {
     let ws = Workspace::new();
     ws.policy("refund.cedar", REFUND_POLICIES);
-    ws.file("tools.json", TOOLS);
+    // Both tools the policies name: `test` refuses a set that does not validate.
+    let mut tools: serde_json::Value = serde_json::from_str(TOOLS).expect("tools");
+    tools["tools"].as_array_mut().expect("a list").push(
+        json!({"name": "get_order", "inputSchema": {"type": "object",
+            "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}),
+    );
+    ws.file("tools.json", &tools.to_string());
     let config = ws.config("http://127.0.0.1:9/mcp", "schema = \"tools.json\"");
     let config = config.to_str().expect("utf8");
     let cases = ws.file("cases.yaml", CASES);
@@ -558,8 +565,10 @@ fn refused_with_replayable_examples(ws: &Workspace, config: &str, expect: &str) 
     let cases = examples_as_cases(&out);
     assert!(cases.contains(&format!(r#""expect":"{expect}""#)), "{out}");
     let cases_file = ws.file("examples.yaml", &cases);
+    // The set is refused: its cases run only when asked to test it unvalidated.
     let (code, tested, err) = sidecar_command(&[
         "test",
+        "--unvalidated",
         "--config",
         config,
         cases_file.to_str().expect("utf8"),

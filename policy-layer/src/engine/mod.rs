@@ -1102,6 +1102,26 @@ permit(principal is AgentCore::OAuthUser, action == GET_ORDER, resource);"#;
         }
 
         #[test]
+        fn an_unconditional_permit_is_one_finding_naming_every_environment_it_opens() {
+            let text = r#"@id("open_everything")
+permit(principal, action, resource);"#;
+            let findings = refused_with_solver(text);
+            assert_eq!(findings.len(), 1, "{findings:#?}");
+            let finding = &findings[0];
+            assert_eq!(
+                (finding.kind, finding.policy.as_str()),
+                (FindingKind::OverlyPermissive, "open_everything")
+            );
+            for scope in [
+                "AgentCore::OAuthUser calling AgentCore::Action::\"RefundTool___get_order\"",
+                "AgentCore::UnauthenticatedUser calling AgentCore::Action::\"RefundTool___process_refund\"",
+            ] {
+                assert!(finding.message.contains(scope), "{scope} in {finding}");
+            }
+            assert!(finding.example.is_some(), "one example: {finding}");
+        }
+
+        #[test]
         fn a_forbid_that_takes_every_permitted_request_is_overly_restrictive() {
             let text = r#"@id("small_refunds")
 permit(principal, action == REFUND, resource)

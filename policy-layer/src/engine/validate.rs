@@ -5,7 +5,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
-use cedar_policy::{PolicySet, Schema, ValidationMode, ValidationWarning, Validator};
+use cedar_policy::{
+    PolicySet, ResourceConstraint, Schema, ValidationMode, ValidationWarning, Validator,
+};
 use miette::Diagnostic;
 
 use super::index::PolicyIndex;
@@ -119,8 +121,35 @@ pub struct Validated {
 /// of tools it is quadratic. Each tool's policies are therefore checked against that tool's cut
 /// of the schema (`ToolSchemas`); whatever a cut flags, and whatever names no tool, is checked
 /// again against the whole schema, which alone decides the findings.
+///
+/// A policy whose scope names another gateway than this one is a finding too (it can never
+/// apply), named with the configured `gateway.id`.
 #[must_use]
 pub fn validate(
+    policies: &LoadedPolicies,
+    gateway: &GatewaySchema,
+    model: &ActionModel,
+) -> Validated {
+    let mut validated = against_schema(policies, gateway, model);
+    let found: HashSet<String> = validated
+        .findings
+        .iter()
+        .map(|f| f.policy.clone())
+        .collect();
+    let elsewhere: Vec<Finding> = other_gateway(policies, model)
+        .into_iter()
+        .filter(|f| !found.contains(&f.policy))
+        .collect();
+    validated
+        .impossible
+        .retain(|id| !elsewhere.iter().any(|f| &f.policy == id));
+    validated.findings.extend(elsewhere);
+    validated.findings.sort_by_key(ToString::to_string);
+    validated
+}
+
+/// Cedar's strict validation, per tool where it can (see [`validate`]).
+fn against_schema(
     policies: &LoadedPolicies,
     gateway: &GatewaySchema,
     model: &ActionModel,
@@ -197,6 +226,51 @@ pub fn validate(
     validated
 }
 
+/// Policies whose scope names a gateway other than this one (`resource ==` or `resource in`
+/// another `AgentCore::Gateway`, as a copied ARN does): the gateway is the only resource there
+/// is, so they can never apply. Cedar's validator cannot see it (any gateway id type-checks).
+fn other_gateway(policies: &LoadedPolicies, model: &ActionModel) -> Vec<Finding> {
+    let ours = model.resource_uid();
+    policies
+        .policies
+        .iter()
+        .filter_map(|loaded| {
+            let named = match loaded.policy.resource_constraint() {
+                ResourceConstraint::Eq(uid)
+                | ResourceConstraint::In(uid)
+                | ResourceConstraint::IsIn(_, uid) => uid,
+                ResourceConstraint::Any | ResourceConstraint::Is(_) => return None,
+            };
+            (named.type_name() == ours.type_name() && named != ours).then(|| Finding {
+                kind: FindingKind::Ineffective,
+                policy: loaded.id().to_owned(),
+                at: Some(loaded.position()),
+                message: format!(
+                    "its resource is {named}, but this gateway is {ours} (gateway.id = {:?}): it can never apply",
+                    model.config().gateway_id
+                ),
+                example: None,
+            })
+        })
+        .collect()
+}
+
+/// What Cedar says when `<`, `<=`, `>` or `>=` meets a decimal (a JSON number of the input
+/// is a decimal: `docs/cedar-model.md`).
+const DECIMAL_OPERAND: &str = "but saw decimal";
+
+/// Cedar's message, with the way out where a newcomer needs one: decimals are compared with
+/// methods, not operators.
+fn hint(message: String) -> String {
+    if message.contains(DECIMAL_OPERAND) && message.contains("Long") {
+        format!(
+            "{message}; a decimal is compared with its methods: .lessThan(), .lessThanOrEqual(), .greaterThan(), .greaterThanOrEqual() (`context.input.amount.lessThan(decimal(\"1000.0\"))`)"
+        )
+    } else {
+        message
+    }
+}
+
 /// Validates `which` of `policies` against the whole `schema`.
 fn whole<'p>(
     policies: &LoadedPolicies,
@@ -224,7 +298,7 @@ fn whole<'p>(
                 kind: FindingKind::Schema,
                 policy,
                 at,
-                message: error.to_string(),
+                message: hint(error.to_string()),
                 example: None,
             }
         })
@@ -284,7 +358,7 @@ permit(principal, action == AgentCore::Action::"RefundTool___process_refund", re
 when { context.input.amount.lessThan(decimal("10.0")) };
 "#;
         let policies = load(&[PolicySource::new("p.cedar", text)]).expect("parses");
-        let cut = validate(&policies, &gateway, &model);
+        let cut = against_schema(&policies, &gateway, &model);
         let all = whole(&policies, &gateway.schema, policies.policies.iter());
         assert_eq!(cut.findings, all.findings);
         let flagged: BTreeSet<&str> = cut.findings.iter().map(|f| f.policy.as_str()).collect();
@@ -292,5 +366,83 @@ when { context.input.amount.lessThan(decimal("10.0")) };
         // `typo` is impossible too, but it is reported as the schema finding it is.
         assert_eq!(cut.impossible, BTreeSet::from(["never".to_owned()]));
         assert!(all.impossible.contains("never"));
+    }
+
+    #[test]
+    fn a_policy_for_another_gateway_is_a_finding_naming_the_configured_id() {
+        let model = ActionModel::new(ModelConfig {
+            target: "RefundTool".into(),
+            gateway_id: "arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway"
+                .into(),
+            ..ModelConfig::default()
+        });
+        let catalog = ToolCatalog::from_list(&json!([{"name": "get_order",
+            "inputSchema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}]));
+        let gateway = GatewaySchema::generate(model.config(), &catalog).expect("schema");
+        let text = r#"
+@id("copied")
+permit(principal, action == AgentCore::Action::"RefundTool___get_order",
+       resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-east-1:999999999999:gateway/other")
+when { context.input has order_id };
+@id("ours")
+permit(principal, action == AgentCore::Action::"RefundTool___get_order",
+       resource == AgentCore::Gateway::"arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway")
+when { context.input has order_id };
+@id("any_gateway")
+permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource is AgentCore::Gateway)
+when { context.input has order_id };
+"#;
+        let policies = load(&[PolicySource::new("p.cedar", text)]).expect("parses");
+        let validated = validate(&policies, &gateway, &model);
+        assert_eq!(validated.findings.len(), 1, "{:?}", validated.findings);
+        let finding = &validated.findings[0];
+        assert_eq!(
+            (finding.kind, finding.policy.as_str()),
+            (FindingKind::Ineffective, "copied")
+        );
+        assert_eq!(finding.at.as_ref().map(|at| at.line), Some(2));
+        let text = finding.to_string();
+        assert!(
+            text.contains("gateway.id = \"arn:aws:bedrock-agentcore:us-west-2:123456789012:gateway/refund-gateway\"")
+                && text.contains("can never apply"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn comparing_a_decimal_with_an_operator_hints_at_its_method() {
+        let model = ActionModel::new(ModelConfig {
+            target: "RefundTool".into(),
+            ..ModelConfig::default()
+        });
+        let catalog = ToolCatalog::from_list(&json!([{"name": "process_refund",
+            "inputSchema": {"type": "object", "properties": {"amount": {"type": "number"}},
+                            "required": ["amount"]}}]));
+        let gateway = GatewaySchema::generate(model.config(), &catalog).expect("schema");
+        let text = r#"
+@id("small")
+permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amount < decimal("1000.0") };
+@id("small_long")
+permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+when { context.input.amount >= 1000 };
+"#;
+        let policies = load(&[PolicySource::new("p.cedar", text)]).expect("parses");
+        let validated = validate(&policies, &gateway, &model);
+        assert_eq!(validated.findings.len(), 3, "{:#?}", validated.findings);
+        for finding in &validated.findings {
+            assert!(
+                finding.message.contains("but saw decimal; a decimal is compared with its methods: .lessThan(), .lessThanOrEqual(), .greaterThan(), .greaterThanOrEqual() (`context.input.amount.lessThan(decimal(\"1000.0\"))`)"),
+                "{finding}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_type_errors_get_no_decimal_hint() {
+        assert_eq!(
+            hint("expected Long but saw String".to_owned()),
+            "expected Long but saw String"
+        );
     }
 }

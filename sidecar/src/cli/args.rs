@@ -22,8 +22,9 @@ pub enum Command {
     /// files hot-reload. SIGTERM drains requests in flight, then exits 0.
     Run(ConfigArg),
     /// Load the config and every policy file and report problems with file:line:column.
-    /// Exits 0 when everything loads, 1 on policy errors, 64 on config errors.
-    Validate(ConfigArg),
+    /// Exits 0 when everything loads, 1 on policy errors (and when the schema cannot be had
+    /// from the upstream, unless `--without-schema`), 64 on config errors.
+    Validate(ValidateArgs),
     /// Print the tools the Cedar schema is generated from (fetched from the upstream when
     /// `schema = "upstream"`, or read from the configured tools file), as JSON.
     Schema(SchemaArgs),
@@ -31,6 +32,12 @@ pub enum Command {
     /// expected decision (ALLOW or DENY, optionally the determining policy ids). Prints
     /// `PASS name` or `FAIL name: ...` per case and `N passed, N failed`; exits 1 on a failure.
     Test(TestArgs),
+    /// Decide recorded traffic (`log.record_arguments_to`, or decision-log lines that carry
+    /// their arguments) again under candidate policies: prints the decisions that flip,
+    /// grouped by tool and by the policies that now decide, per tool how many calls each
+    /// policy decided, and the policies that decided nothing. Exits 1 when anything flips
+    /// unless `--allow-flips`.
+    Replay(ReplayArgs),
     /// Write tools.lock: each tool's name and the hash of its description, inputSchema and
     /// annotations as the upstream (or the tools file) describes them now. With
     /// `policy.tools_lock` set, a tool that no longer matches its pin is denied and dropped
@@ -61,6 +68,17 @@ pub struct ConfigArg {
     pub config: PathBuf,
 }
 
+/// Arguments of `validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// With `schema = "upstream"` and the upstream down, check what can be checked without
+    /// the upstream's schema (syntax only) and exit 0 if that passes, instead of failing.
+    #[arg(long)]
+    pub without_schema: bool,
+}
+
 /// Arguments of `schema`.
 #[derive(Debug, Args)]
 pub struct SchemaArgs {
@@ -85,8 +103,36 @@ pub struct TestArgs {
     /// cases their promotion would change.
     #[arg(long)]
     pub promote_shadow: bool,
+    /// Run the cases even when validation refuses the policies (as `validate` and `run`
+    /// would under `policy.validation = "FAIL_ON_ANY_FINDINGS"`); the findings are warnings.
+    #[arg(long)]
+    pub unvalidated: bool,
     /// The YAML file of test cases: a list (or `cases:` list) of
     /// `{name, claims, tool, input, expect, determining}`.
     #[arg(value_name = "CASES")]
     pub cases: PathBuf,
+}
+
+/// Arguments of `replay`.
+#[derive(Debug, Args)]
+pub struct ReplayArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The candidate policy files and folders, in place of `policy.paths` (repeat the flag
+    /// or separate with commas).
+    #[arg(long, value_name = "PATH", required = true, value_delimiter = ',')]
+    pub policies: Vec<PathBuf>,
+    /// Type inputs with the tools in this file (a tools/list result or an array of tools)
+    /// instead of the configured schema source.
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
+    /// Exit 0 even when decisions flip (the report is the same).
+    #[arg(long)]
+    pub allow_flips: bool,
+    /// Examples shown per group of flips.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub examples: usize,
+    /// Recording files (`log.record_arguments_to`) or decision logs, JSON lines.
+    #[arg(value_name = "FILE", required = true)]
+    pub files: Vec<PathBuf>,
 }

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod exit;
 pub mod pin;
+pub mod replay;
 pub mod run;
 pub mod schema;
 pub mod test;

@@ -29,6 +29,7 @@ use crate::observe::admin::{Admin, Readiness};
 use crate::observe::decision_log::{DecisionLog, Observer};
 use crate::observe::logging;
 use crate::observe::metrics::Metrics;
+use crate::observe::recording::{Identify, Recording};
 use crate::observe::store_health::StoreHealth;
 use crate::observe::telemetry::Telemetry;
 use crate::proxy::listener::{self, Drained};
@@ -78,6 +79,15 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
     if test_clock {
         shared.metrics.test_clock();
     }
+    let recording = match &config.log.record_arguments_to {
+        Some(path) => Some(Recording::open(path, Arc::clone(&clock)).map_err(|e| {
+            Exit::config(format!(
+                "log.record_arguments_to: opening {}: {e}",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
     let limits = rate_limits(&config, &shared.metrics)?;
     let listeners =
         listener::bind_workers(config.listen.address, config.listen.workers).map_err(|e| {
@@ -93,7 +103,7 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
     let (layer, authenticator) = policy_layer(
         &config,
         &feed,
-        (log.clone(), limits.clone(), clock),
+        (log.clone(), recording.clone(), limits.clone(), clock),
         &shared,
         bound,
     )
@@ -135,7 +145,12 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
     ));
     let grace = config.listen.shutdown_grace;
     let metadata = authenticator.is_some();
-    let workers = spawn_workers(&config, listeners, &layer, metadata, &shared)?;
+    // Recording needs the caller's identity: the router learns it from the same authenticator.
+    let identify = recording.as_ref().map(|_| match &authenticator {
+        Some(authenticator) => Identify::Jwt(authenticator.clone()),
+        None => Identify::Anonymous,
+    });
+    let workers = spawn_workers(&config, listeners, &layer, (metadata, identify), &shared)?;
     let drained = tokio::task::spawn_blocking(move || {
         listener::worst(
             workers
@@ -155,6 +170,9 @@ pub async fn run(args: &ConfigArg) -> Result<(), Exit> {
     }
     if let Some(log) = log {
         log.close();
+    }
+    if let Some(recording) = recording {
+        recording.close();
     }
     telemetry.shutdown().await;
     Ok(())
@@ -232,11 +250,17 @@ fn rate_limits(config: &Config, metrics: &Metrics) -> Result<Limits, Exit> {
 async fn policy_layer(
     config: &Config,
     feed: &EngineFeed,
-    (log, limits, clock): (Option<DecisionLog>, Limits, Arc<dyn Clock>),
+    (log, recording, limits, clock): (
+        Option<DecisionLog>,
+        Option<Recording>,
+        Limits,
+        Arc<dyn Clock>,
+    ),
     shared: &Shared,
     bound: SocketAddr,
 ) -> Result<(PolicyLayer, Option<Authenticator>), Exit> {
-    let observer = Observer::new(Arc::clone(&shared.metrics), log, config.log.arguments);
+    let observer = Observer::new(Arc::clone(&shared.metrics), log, config.log.arguments)
+        .with_recording(recording);
     let parts = policy::Parts {
         engine: feed.engine().clone(),
         observer: Arc::new(observer),
@@ -254,7 +278,7 @@ fn spawn_workers(
     config: &Config,
     listeners: Vec<std::net::TcpListener>,
     layer: &PolicyLayer,
-    metadata: bool,
+    (metadata, identify): (bool, Option<Identify>),
     shared: &Shared,
 ) -> Result<Vec<std::thread::JoinHandle<Drained>>, Exit> {
     let mut workers = Vec::with_capacity(listeners.len());
@@ -266,6 +290,7 @@ fn spawn_workers(
         let upstream = config.upstream.clone();
         let path = config.mcp_path().to_owned();
         let layer = layer.clone();
+        let identify = identify.clone();
         let metrics = Arc::clone(&shared.metrics);
         let list_changed = Arc::clone(&shared.list_changed);
         let shutdown = shared.shutdown.clone();
@@ -285,7 +310,8 @@ fn spawn_workers(
                     let client = upstream::client(upstream.connect_timeout);
                     let upstream =
                         Upstream::new(client, upstream, metrics, list_changed, shutdown.clone());
-                    let mcp = McpService::new(&path, metadata, layer.layer(upstream));
+                    let mcp =
+                        McpService::new(&path, metadata, layer.layer(upstream)).identify(identify);
                     listener::serve(listener, mcp, shutdown, grace).await
                 })
             })

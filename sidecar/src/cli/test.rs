@@ -71,13 +71,20 @@ pub async fn test(args: &TestArgs) -> Result<(), Exit> {
     {
         return Err(Exit::failed(format!("{}: {error}", args.cases.display())));
     }
-    // Cases test decisions; findings are `validate`'s business, so here they only warn.
-    config.policy.validation = Validation::IgnoreAllFindings;
+    // A set `run` would refuse is not tested as if it could be deployed, unless asked.
+    let validation = config.policy.validation;
+    if args.unvalidated {
+        config.policy.validation = Validation::IgnoreAllFindings;
+    }
     let engine = engine::build(&config).map_err(Exit::config)?;
     if let Some(tools) = tools {
         let _ = engine.set_catalog(tools.catalog());
     }
-    let report = engine.set_policies(policies).map_err(Exit::failed)?;
+    let report = engine.set_policies(policies).map_err(|refused| {
+        Exit::failed(format!(
+            "the policies are refused by validation (policy.validation = {validation}), as `validate` and `run` refuse them; no case was run (--unvalidated to run them anyway):\n{refused}"
+        ))
+    })?;
     for finding in &report.findings {
         eprintln!("warning: {finding}");
     }

@@ -1,7 +1,7 @@
 //! `validate`: load the config and the policies, validate them against the schema (from the
 //! tools file, a `.cedarschema`, or the upstream when it answers); report every error.
 
-use super::args::ConfigArg;
+use super::args::ValidateArgs;
 use super::exit::Exit;
 use super::pin;
 use crate::config::Config;
@@ -11,9 +11,11 @@ use crate::feed::{engine, pins, tools};
 /// Prints every error and finding with its position, then `ok: N policies in M files`.
 ///
 /// # Errors
-/// Exit 64 for a configuration that cannot be used; exit 1 for policy errors or findings.
-pub async fn validate(args: &ConfigArg) -> Result<(), Exit> {
-    let config = Config::load(&args.config)?;
+/// Exit 64 for a configuration that cannot be used; exit 1 for policy errors or findings, and
+/// for tools that cannot be had (an upstream down) unless `--without-schema`: a CI job must not
+/// pass having checked nothing.
+pub async fn validate(args: &ValidateArgs) -> Result<(), Exit> {
+    let config = Config::load(&args.config.config)?;
     let (sources, loaded) = match policy_files::load(&config.policy.paths, true) {
         Ok(loaded) => loaded,
         Err(PolicyFilesError::Load(errors)) => {
@@ -36,7 +38,14 @@ pub async fn validate(args: &ConfigArg) -> Result<(), Exit> {
             let _ = engine.set_catalog(catalog);
         }
         Ok(None) => {}
-        Err(e) => println!("warning: {e}; policies are checked without the upstream's schema"),
+        Err(e) if args.without_schema => {
+            println!("warning: {e}; policies are checked without the upstream's schema");
+        }
+        Err(e) => {
+            return Err(Exit::failed(format!(
+                "{e}: the policies cannot be checked against the tools' schema (--without-schema to check only what needs none)"
+            )));
+        }
     }
     for line in &drift {
         println!("{line}");

@@ -197,7 +197,7 @@ impl Sections {
             gateway: self.gateway.settings()?,
             policy: self.policy.settings(&base)?,
             auth: auth::settings(self.auth, &base),
-            log: self.log.settings(),
+            log: self.log.settings(&base),
             rate_limits: rate_limit::settings(&self.rate_limit)?,
             state: state::settings(&self.state)?,
         })

@@ -24,6 +24,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::metrics::Metrics;
+use super::recording::Recording;
 
 /// Bytes of lines waiting for the writer thread at most.
 pub const BUFFER_BYTES: usize = 8 << 20;
@@ -52,7 +53,7 @@ pub fn trace_id_from_traceparent(header: &str) -> Option<String> {
 }
 
 /// Runs `f` with the current request's trace id (empty outside a request).
-fn with_trace_id<R>(f: impl FnOnce(&str) -> R) -> R {
+pub(super) fn with_trace_id<R>(f: impl FnOnce(&str) -> R) -> R {
     let mut f = Some(f);
     TRACE_ID
         .try_with(|id| (f.take().expect("called once"))(id))
@@ -90,7 +91,12 @@ impl DecisionLog {
         Self::start_with(std::io::stdout())
     }
 
-    fn start_with(out: impl Write + Send + 'static) -> std::io::Result<Self> {
+    /// Starts the writer thread, writing to `out` (the recording file of
+    /// [`super::recording`]).
+    ///
+    /// # Errors
+    /// When the thread cannot be started.
+    pub fn start_with(out: impl Write + Send + 'static) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             state: Mutex::new(Pending::default()),
             wake: Condvar::new(),
@@ -107,7 +113,7 @@ impl DecisionLog {
     }
 
     /// Buffers one line; `dropped_before`, when lines were dropped since the last one.
-    fn write<'l>(&self, line: impl FnOnce(Option<u64>) -> Line<'l>) {
+    pub(super) fn write<L: Serialize>(&self, line: impl FnOnce(Option<u64>) -> L) {
         let mut pending = lock(&self.shared.state);
         if pending.closed || pending.lines.len() >= BUFFER_BYTES {
             pending.dropped += 1;
@@ -187,7 +193,7 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// The time now, RFC 3339 with microseconds, UTC.
-struct Now;
+pub(super) struct Now;
 
 impl Serialize for Now {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -429,6 +435,7 @@ pub struct Observer {
     metrics: Arc<Metrics>,
     log: Option<DecisionLog>,
     log_arguments: bool,
+    recording: Option<Recording>,
 }
 
 impl Observer {
@@ -439,7 +446,14 @@ impl Observer {
             metrics,
             log,
             log_arguments,
+            recording: None,
         }
+    }
+
+    /// Also writes every call and list decision to `recording` (`log.record_arguments_to`).
+    #[must_use]
+    pub fn with_recording(self, recording: Option<Recording>) -> Self {
+        Self { recording, ..self }
     }
 }
 
@@ -450,6 +464,9 @@ impl DecisionObserver for Observer {
             with_trace_id(|trace_id| {
                 log.write(|dropped| call_line(record, self.log_arguments, trace_id, dropped));
             });
+        }
+        if let Some(recording) = &self.recording {
+            recording.call(record);
         }
     }
 
@@ -465,6 +482,9 @@ impl DecisionObserver for Observer {
             with_trace_id(|trace_id| {
                 log.write(|dropped| list_line(record, trace_id, dropped));
             });
+        }
+        if let Some(recording) = &self.recording {
+            recording.list(record);
         }
     }
 

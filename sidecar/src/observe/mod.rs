@@ -6,5 +6,6 @@ pub mod admin;
 pub mod decision_log;
 pub mod logging;
 pub mod metrics;
+pub mod recording;
 pub mod store_health;
 pub mod telemetry;

@@ -19,6 +19,7 @@ use super::body::ProxyBody;
 use super::error::{NOT_FOUND_CODE, rpc_error};
 use super::upstream::Upstream;
 use crate::observe::decision_log::{TRACE_ID, trace_id_from_traceparent};
+use crate::observe::recording::{CALLER, Identify, ScopedBody};
 use crate::observe::telemetry;
 
 /// Routes client requests.
@@ -28,6 +29,8 @@ pub struct McpService {
     /// Whether the layer serves RFC 9728 metadata (authentication is on).
     metadata: bool,
     policy: PolicyService<Upstream>,
+    /// With a recording: how the caller's identity is learnt for it.
+    identify: Option<Identify>,
 }
 
 impl McpService {
@@ -38,7 +41,15 @@ impl McpService {
             path: Arc::from(path),
             metadata,
             policy,
+            identify: None,
         }
+    }
+
+    /// Makes each request's authenticated caller available to the recording
+    /// (`log.record_arguments_to`) as [`CALLER`].
+    #[must_use]
+    pub fn identify(self, identify: Option<Identify>) -> Self {
+        Self { identify, ..self }
     }
 
     /// Whether the request goes to the layer.
@@ -52,7 +63,7 @@ impl McpService {
 }
 
 impl tower::Service<Request<Incoming>> for McpService {
-    type Response = Response<PolicyBody<ProxyBody>>;
+    type Response = Response<ScopedBody<PolicyBody<ProxyBody>>>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
@@ -67,7 +78,7 @@ impl tower::Service<Request<Incoming>> for McpService {
                 NOT_FOUND_CODE,
                 &format!("not found: the MCP endpoint is {}", self.path),
             );
-            return Box::pin(async move { Ok(response) });
+            return Box::pin(async move { Ok(response.map(|body| ScopedBody::new(body, None))) });
         }
         let trace_id = request
             .headers()
@@ -77,7 +88,22 @@ impl tower::Service<Request<Incoming>> for McpService {
             .unwrap_or_default();
         let remote = telemetry::remote_context(request.headers());
         let policy = self.policy.clone();
-        let call = TRACE_ID.scope(trace_id, policy.oneshot(request.map(ProxyBody::incoming)));
+        let call: BoxFuture<'static, _> = match self.identify.clone() {
+            None => Box::pin(async move {
+                let response = TRACE_ID
+                    .scope(trace_id, policy.oneshot(request.map(ProxyBody::incoming)))
+                    .await;
+                response.map(|response| response.map(|body| ScopedBody::new(body, None)))
+            }),
+            // A list is filtered while its body is polled: the body keeps the scope too.
+            Some(identify) => Box::pin(async move {
+                let caller = identify.caller(request.headers()).await;
+                let scope = (caller.clone(), trace_id.clone());
+                let call = policy.oneshot(request.map(ProxyBody::incoming));
+                let response = CALLER.scope(caller, TRACE_ID.scope(trace_id, call)).await;
+                response.map(|response| response.map(|body| ScopedBody::new(body, Some(scope))))
+            }),
+        };
         match remote {
             // The request span, made inside, takes the client's span as its parent.
             Some(context) => Box::pin(call.with_context(context)),

@@ -22,6 +22,7 @@
 //! (ineffective). Those are sound, but they find fewer.
 
 mod example;
+mod group;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -215,6 +216,7 @@ pub fn analyze(
     };
     analysis.findings.sort_by_key(ToString::to_string);
     analysis.findings.dedup();
+    analysis.findings = group::per_policy(std::mem::take(&mut analysis.findings));
     let elapsed = started.elapsed().as_millis();
     analysis.summary = match &located {
         Ok(path) => format!(
