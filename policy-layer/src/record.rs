@@ -36,10 +36,21 @@ pub struct CallRecord<'a> {
     /// invocation's `{sourceIp, method}`) as written (JSON text; observers redact them
     /// unless told otherwise).
     pub arguments: Option<&'a str>,
+    /// What the call's temporal conditions came to (`None`: its tool has none).
+    pub temporal: Option<TemporalRecord>,
     /// Whether the call was forwarded upstream.
     pub forwarded: bool,
     /// Time spent deciding.
     pub latency: Duration,
+}
+
+/// The temporal part of a decided tools/call (`docs/temporal.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemporalRecord {
+    /// The policy session id (`x-amzn-bedrock-agentcore-policy-session-id`).
+    pub session: String,
+    /// Each condition's value with its policy: `c0=true(policy-id),c1=error(policy-id)`.
+    pub conditions: String,
 }
 
 impl CallRecord<'_> {

@@ -14,7 +14,12 @@ use crate::record::CallRecord;
 use crate::{reply, telemetry};
 
 /// AuthorizeAction for one tools/call.
-pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdict {
+pub(super) fn call(
+    exchange: &Exchange,
+    message: &Message,
+    id: &Value,
+    session: &mut super::temporal::Session,
+) -> Verdict {
     let Some(params) = message.params() else {
         return Verdict::Answer(reply::jsonrpc_error(
             id,
@@ -36,9 +41,18 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
     let snapshot = exchange.snapshot.as_deref();
     let identity = &*exchange.identity;
     let arguments = message.arguments();
-    let result = match snapshot {
-        Some(snapshot) => snapshot.authorize_json_at(identity, tool, arguments, exchange.now()),
-        None => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
+    let now = exchange.now();
+    // The temporal conditions of the tool, evaluated over the session (`docs/temporal.md`).
+    let temporal = session.values(identity, tool, id, arguments, now.unix_millis());
+    let result = match (snapshot, &temporal) {
+        (Some(snapshot), None) => snapshot.authorize_json_at(identity, tool, arguments, now),
+        (Some(snapshot), Some(evaluated)) => {
+            for (c, error) in evaluated.values.errors() {
+                tracing::warn!(condition = c, %error, "temporal condition could not be evaluated; its clause fails closed");
+            }
+            snapshot.authorize_temporal_at(identity, tool, arguments, now, &evaluated.values)
+        }
+        (None, _) => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
     };
     telemetry::record_decision(
         &span,
@@ -47,7 +61,16 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
         ActionRef::Tool(tool),
         result.as_ref(),
     );
+    telemetry::record_temporal(&span, snapshot, temporal.as_ref());
     let answer = reply::for_call(id, result.as_ref(), settings, exchange.marking());
+    session.decided(
+        identity,
+        tool,
+        id,
+        arguments,
+        now.unix_millis(),
+        answer.is_none(),
+    );
     let observer = exchange.observer();
     if observer.enabled() {
         let (principal, action) = match snapshot {
@@ -67,6 +90,7 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
             request_id: id,
             outcome: result.as_ref(),
             arguments,
+            temporal: temporal.as_ref().map(|t| t.record(snapshot)),
             forwarded: answer.is_none(),
             latency: started.elapsed(),
         });

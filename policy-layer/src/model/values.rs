@@ -153,6 +153,17 @@ pub fn context_with_system(input: Value, system: Value) -> Context {
     Context::from(ast::Context::Value(Arc::new(fields)))
 }
 
+/// The request context `{ input, system, temporal }` of a call with temporal conditions
+/// (`temporal` from `TemporalValues::to_cedar`).
+#[must_use]
+pub fn context_with_temporal(input: Value, system: Value, temporal: Value) -> Context {
+    let mut fields = BTreeMap::new();
+    fields.insert(SmolStr::new_static("input"), input);
+    fields.insert(SmolStr::new_static("system"), system);
+    fields.insert(SmolStr::new_static("temporal"), temporal);
+    Context::from(ast::Context::Value(Arc::new(fields)))
+}
+
 /// The name of the unknown that stands for `context.system.now` while a list is partially
 /// evaluated.
 pub const NOW_UNKNOWN: &str = "now";

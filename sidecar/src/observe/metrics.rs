@@ -548,6 +548,7 @@ mod tests {
             request_id: &Value::Null,
             outcome,
             arguments: None,
+            temporal: None,
             forwarded: false,
             latency: Duration::from_micros(12),
         }
