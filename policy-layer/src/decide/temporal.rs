@@ -15,8 +15,9 @@
 //! 3. [`Session::commit`], before anything is forwarded: the new events are appended to the
 //!    store and the lock released. A store that cannot take them refuses the request (503):
 //!    a call whose `request` is not recorded could let the next one through.
-//! 4. The reply ([`Completions`], read by the reply filter as messages pass, never holding
-//!    them back): a result becomes the call's `response` (with its `structuredContent` when a
+//! 4. The reply ([`Completions`], read by the reply filter as messages pass; an event
+//!    stream is never held back, a JSON reply, which the filter reads whole anyway, is
+//!    released once its completions are in the store): a result becomes the call's `response` (with its `structuredContent` when a
 //!    condition reads the tool's outputs), a JSON-RPC error or `isError` result its `error`;
 //!    a call the reply never answers (a broken stream, a 5xx) an `error` when the reply ends.
 //!
@@ -378,7 +379,10 @@ impl Session {
             }
             return Err(Refusal::PolicySessionUnavailable);
         }
-        Ok(Completions(std::mem::take(&mut open.completions)))
+        Ok(Completions(
+            std::mem::take(&mut open.completions),
+            Vec::new(),
+        ))
     }
 }
 
@@ -398,8 +402,9 @@ struct Completion {
 }
 
 impl Completion {
-    /// Records the completion: `Some(output)` a success, `None` a failure.
-    fn record(self, output: Option<Option<&Json>>) {
+    /// Records the completion: `Some(output)` a success, `None` a failure. The memory store
+    /// records at once; a Redis write runs in the background and its task is returned.
+    fn record(self, output: Option<Option<&Json>>) -> Option<tokio::task::JoinHandle<()>> {
         let kind = if output.is_some() {
             EventKind::Response
         } else {
@@ -410,7 +415,7 @@ impl Completion {
             _ => self.records_error,
         };
         if !wanted {
-            return;
+            return None;
         }
         let now = self.clock.now().unix_millis();
         let mut event = self.template;
@@ -436,18 +441,19 @@ impl Completion {
             }
         });
         // The memory store answers at once; Redis in the background, never holding the reply.
-        if write.as_mut().now_or_never().is_none()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            runtime.spawn(write);
+        if write.as_mut().now_or_never().is_some() {
+            return None;
         }
+        tokio::runtime::Handle::try_current()
+            .ok()
+            .map(|runtime| runtime.spawn(write))
     }
 }
 
 /// The completions a reply is watched for (step 4); what is still pending when it is
 /// dropped (the reply ended or was abandoned) is recorded as failed.
 #[derive(Default)]
-pub(crate) struct Completions(Vec<Completion>);
+pub(crate) struct Completions(Vec<Completion>, Vec<tokio::task::JoinHandle<()>>);
 
 impl std::fmt::Debug for Completions {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -490,10 +496,20 @@ impl Completions {
                 .and_then(|r| r.get("isError"))
                 .and_then(Json::as_bool)
                 .unwrap_or(false);
-        if failed {
-            completion.record(None);
+        let write = if failed {
+            completion.record(None)
         } else {
-            completion.record(Some(result.and_then(|r| r.get("structuredContent"))));
+            completion.record(Some(result.and_then(|r| r.get("structuredContent"))))
+        };
+        self.1.extend(write);
+    }
+
+    /// Waits for the completions recorded in the background (a JSON reply, read whole
+    /// already, is released once they are in the store, so that the client's next call,
+    /// through any replica, sees them). An event stream never waits for this.
+    pub(crate) async fn flush(&mut self) {
+        for write in self.1.drain(..) {
+            let _ = write.await;
         }
     }
 }
@@ -501,7 +517,7 @@ impl Completions {
 impl Drop for Completions {
     fn drop(&mut self) {
         for completion in self.0.drain(..) {
-            completion.record(None);
+            let _ = completion.record(None);
         }
     }
 }

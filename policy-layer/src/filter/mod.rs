@@ -413,7 +413,9 @@ where
     };
     // A success body that is neither JSON nor an event stream is read as JSON all the same
     // (a lenient client might), and what is pending is answered.
-    let Some(body) = rewrite.json_body(&bytes, success) else {
+    let rewritten = rewrite.json_body(&bytes, success);
+    rewrite.completions.flush().await;
+    let Some(body) = rewritten else {
         return Response::from_parts(parts, PolicyBody::full(bytes));
     };
     parts.headers.remove(header::CONTENT_LENGTH);
