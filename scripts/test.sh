@@ -37,6 +37,8 @@ cargo build --workspace --benches --examples
 echo "== the worked policy example validates and its cases pass"
 target/debug/policy-sidecar validate --config examples/policies/policy-sidecar.toml
 target/debug/policy-sidecar test --config examples/policies/policy-sidecar.toml examples/policies/cases.yaml
+target/debug/policy-sidecar validate --config examples/temporal/policy-sidecar.toml
+target/debug/policy-sidecar test --config examples/temporal/policy-sidecar.toml examples/temporal/cases.yaml
 
 echo "== temporal policies against Dogwood's reference interpreter (difftest/, its own lockfile)"
 scripts/difftest.sh

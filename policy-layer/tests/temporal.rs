@@ -301,3 +301,25 @@ async fn log_only_forwards_what_a_temporal_policy_would_deny_and_records_it_as_a
     let heard = g.heard.0.lock().expect("lock").clone();
     assert!(heard[3].contains("DENY true"), "{heard:?}");
 }
+
+#[tokio::test]
+async fn a_tool_that_only_a_temporal_permit_allows_is_listed_without_a_session() {
+    let (router, _) = upstream_router(false);
+    let layer = PolicyLayer::new(refund_engine(
+        r#"permit(principal, action == AgentCore::Action::"RefundTool___get_order", resource)
+           when temporal { formerly within 1h AgentCore::Action::"RefundTool___process_refund"::response{ eventResource: resource } };"#,
+    ))
+    .unauthenticated();
+    let addr = serve(router.layer(layer)).await;
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    let reply = post_raw(addr, "application/json", list, &[]).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let body = reply.json();
+    let names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .expect("tools")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, ["get_order"], "{}", reply.text);
+}

@@ -190,6 +190,12 @@ pub fn partial_context(system: RestrictedExpr) -> Result<Context, String> {
             RestrictedExpr::unknown(Unknown::new_untyped("input")),
         ),
         (SmolStr::new_static("system"), system),
+        // A temporal condition's value depends on the session: unknown to a list, so a
+        // tool that a temporal permit may allow is listed (`docs/temporal.md`).
+        (
+            SmolStr::new_static("temporal"),
+            RestrictedExpr::unknown(Unknown::new_untyped("temporal")),
+        ),
     ];
     ast::Context::from_pairs(pairs, Extensions::all_available())
         .map(Context::from)
