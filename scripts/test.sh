@@ -25,6 +25,10 @@ if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2
     apt_install prometheus
 fi
 
+# tests/tests/govern.rs starts the official Python SDK's MCP server (.venv/interop, shared with
+# interop/run.sh).
+tests/python/venv.sh
+
 echo "== build (binaries the end-to-end tests start)"
 cargo build --workspace --bins
 

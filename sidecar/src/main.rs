@@ -44,6 +44,7 @@ fn main() -> ExitCode {
             Command::Validate(args) => cli::validate::validate(&args).await,
             Command::Schema(args) => cli::schema::schema(&args).await,
             Command::Test(args) => cli::test::test(&args).await,
+            Command::Pin(args) => cli::pin::pin(&args).await,
         }
     });
     // Requests still being drained past the grace period are dropped with the runtime.

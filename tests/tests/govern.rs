@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use e2e::{Idp, Proc, Sidecar, Workspace, http};
+use e2e::{Idp, Proc, Sidecar, Workspace, eventually, http};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -695,6 +695,16 @@ when { context.sourceIp == ip("10.0.0.66") };
         body["error"]["message"],
         "Gateway invocation not allowed due to policy enforcement [Policy evaluation denied due to not_the_kiosk]"
     );
+    // The decision log is written in batches (every 50 ms): wait for the third line.
+    eventually("three invocations logged", || async {
+        sidecar
+            .decisions()
+            .iter()
+            .filter(|d| d["kind"] == "invoke")
+            .count()
+            == 3
+    })
+    .await;
     let decisions = sidecar.decisions();
     let invocations: Vec<&Value> = decisions.iter().filter(|d| d["kind"] == "invoke").collect();
     assert_eq!(invocations.len(), 3);

@@ -6,10 +6,10 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::Verdict;
-use crate::engine::{AuthorizeError, EngineError};
+use crate::engine::{AuthorizeError, EngineError, Outcome};
 use crate::exchange::Exchange;
 use crate::jsonrpc::{INVALID_PARAMS, Message};
-use crate::model::ActionRef;
+use crate::model::{ActionRef, Drift};
 use crate::record::CallRecord;
 use crate::{reply, telemetry};
 
@@ -42,17 +42,23 @@ pub(super) fn call(
     let identity = &*exchange.identity;
     let arguments = message.arguments();
     let now = exchange.now();
-    // The temporal conditions of the tool, evaluated over the session (`docs/temporal.md`).
-    let temporal = session.values(identity, tool, id, arguments, now.unix_millis());
-    let result = match (snapshot, &temporal) {
-        (Some(snapshot), None) => snapshot.authorize_json_at(identity, tool, arguments, now),
-        (Some(snapshot), Some(evaluated)) => {
+    let drift = snapshot.and_then(|s| s.pin_drift(tool));
+    // The temporal conditions of the tool, evaluated over the session (`docs/temporal.md`);
+    // not for a tool that does not match its pin, which is denied whatever they say.
+    let temporal = drift
+        .is_none()
+        .then(|| session.values(identity, tool, id, arguments, now.unix_millis()))
+        .flatten();
+    let result = match (snapshot, &drift, &temporal) {
+        (_, Some(drift), _) => Ok(unpinned(tool, drift)),
+        (Some(snapshot), None, None) => snapshot.authorize_json_at(identity, tool, arguments, now),
+        (Some(snapshot), None, Some(evaluated)) => {
             for (c, error) in evaluated.values.errors() {
                 tracing::warn!(condition = c, %error, "temporal condition could not be evaluated; its clause fails closed");
             }
             snapshot.authorize_temporal_at(identity, tool, arguments, now, &evaluated.values)
         }
-        (None, _) => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
+        (None, None, _) => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
     };
     telemetry::record_decision(
         &span,
@@ -62,7 +68,18 @@ pub(super) fn call(
         result.as_ref(),
     );
     telemetry::record_temporal(&span, snapshot, temporal.as_ref());
-    let answer = reply::for_call(id, result.as_ref(), settings, exchange.marking());
+    let answer = match (&drift, &result) {
+        // A tool that does not match its pin is refused in every mode: LOG_ONLY trials
+        // policies, not tools.
+        (Some(_), Ok(outcome)) => Some(reply::denied(
+            id,
+            outcome,
+            settings.deny_style,
+            settings.exception_level,
+            exchange.marking(),
+        )),
+        _ => reply::for_call(id, result.as_ref(), settings, exchange.marking()),
+    };
     session.decided(
         identity,
         tool,
@@ -96,4 +113,19 @@ pub(super) fn call(
         });
     }
     answer.map_or(Verdict::Forward, Verdict::Answer)
+}
+
+/// The id a `tools.lock` denial names as its determining policy.
+pub(crate) const TOOLS_LOCK: &str = "tools.lock";
+
+/// The deny of a tool that does not match its pin: `tools.lock` determines it, the drift is
+/// its error (`docs/pinning.md`).
+fn unpinned(tool: &str, drift: &Drift) -> Outcome {
+    Outcome {
+        decision: cedar_policy::Decision::Deny,
+        determining: vec![TOOLS_LOCK.to_owned()],
+        errors: vec![format!("{TOOLS_LOCK}: {tool}: {drift}")],
+        shadow_matched: Vec::new(),
+        shadow_flipping: Vec::new(),
+    }
 }

@@ -40,7 +40,9 @@ use crate::config::Validation;
 use crate::model::schema::GatewaySchema;
 use crate::model::tools::InputType;
 use crate::model::values::Closed;
-use crate::model::{ActionModel, ActionRef, Govern, ModelConfig, ToolCatalog};
+use crate::model::{
+    ActionModel, ActionRef, Drift, Govern, ModelConfig, Pins, ToolCatalog, ToolsLock,
+};
 
 /// Where the Cedar schema that policies are validated against comes from.
 #[derive(Debug, Clone, Default)]
@@ -67,6 +69,8 @@ pub struct Snapshot {
     /// Each recent caller's list answers by index class (`partial.rs`); a new snapshot
     /// starts empty, so nothing outlives the policies it was decided by.
     listings: quick_cache::sync::Cache<Arc<str>, partial::ClassListings>,
+    /// `tools.lock` checked against the catalog, when one is enforced.
+    pins: Option<Arc<Pins>>,
 }
 
 /// Callers whose list answers a snapshot keeps.
@@ -91,6 +95,7 @@ impl Snapshot {
             temporal,
             generation,
             listings: quick_cache::sync::Cache::new(LISTING_CALLERS),
+            pins: None,
         }
     }
 
@@ -104,6 +109,18 @@ impl Snapshot {
     #[must_use]
     pub fn catalog(&self) -> &Arc<ToolCatalog> {
         &self.catalog
+    }
+
+    /// The enforced `tools.lock`, checked against the catalog (`None` when none is enforced).
+    #[must_use]
+    pub fn pins(&self) -> Option<&Pins> {
+        self.pins.as_deref()
+    }
+
+    /// Why a call of `tool` is refused by the enforced `tools.lock`, if it is.
+    #[must_use]
+    pub fn pin_drift(&self, tool: &str) -> Option<Drift> {
+        self.pins.as_ref()?.call_drift(tool, &self.catalog)
     }
 
     /// The loaded policies.
@@ -161,6 +178,10 @@ impl Snapshot {
 #[derive(Debug)]
 struct Inputs {
     model: ModelConfig,
+    /// The enforced `tools.lock`, and its check against the catalog (kept across policy
+    /// reloads, so what lists showed still counts; rebuilt when the lock or catalog changes).
+    tools_lock: Option<ToolsLock>,
+    pins: Option<Arc<Pins>>,
     policies: Option<Arc<LoadedPolicies>>,
     catalog: Arc<ToolCatalog>,
     source: SchemaSource,
@@ -171,6 +192,13 @@ struct Inputs {
 }
 
 impl Inputs {
+    fn refresh_pins(&mut self) {
+        self.pins = self
+            .tools_lock
+            .clone()
+            .map(|lock| Arc::new(Pins::new(lock, &self.catalog)));
+    }
+
     /// The schema for the current catalog and source (`None` when there is none to check).
     fn refresh_schema(&mut self) {
         self.schema = match &self.source {
@@ -308,6 +336,8 @@ impl PolicyEngine {
                 current: ArcSwapOption::empty(),
                 inputs: Mutex::new(Inputs {
                     model,
+                    tools_lock: None,
+                    pins: None,
                     policies: None,
                     catalog: Arc::new(ToolCatalog::default()),
                     source: SchemaSource::default(),
@@ -410,6 +440,7 @@ impl PolicyEngine {
         let mut findings = Vec::new();
         self.update(|inputs| {
             inputs.catalog = Arc::new(catalog);
+            inputs.refresh_pins();
             inputs.refresh_schema();
             if let Some(policies) = &inputs.policies {
                 findings = inputs.findings(policies);
@@ -419,6 +450,15 @@ impl PolicyEngine {
             tracing::warn!(%finding, "policy validation finding after the tools changed");
         }
         findings
+    }
+
+    /// Enforces `lock` (or none): a tool that does not match its pin is denied and dropped
+    /// from lists (`docs/pinning.md`).
+    pub fn set_tools_lock(&self, lock: Option<ToolsLock>) {
+        self.update(|inputs| {
+            inputs.tools_lock = lock;
+            inputs.refresh_pins();
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inputs> {
@@ -438,12 +478,14 @@ impl PolicyEngine {
         change(&mut inputs);
         let snapshot = inputs.policies.as_ref().map(|policies| {
             let generation = self.inner.generation.fetch_add(1, Ordering::Relaxed) + 1;
-            Arc::new(Snapshot::new(
+            let mut snapshot = Snapshot::new(
                 ActionModel::with_catalog(inputs.model.clone(), &inputs.catalog),
                 Arc::clone(policies),
                 Arc::clone(&inputs.catalog),
                 generation,
-            ))
+            );
+            snapshot.pins.clone_from(&inputs.pins);
+            Arc::new(snapshot)
         });
         self.inner.current.store(snapshot);
     }
@@ -1004,6 +1046,64 @@ when { context.input.amout.lessThan(decimal("1000.0")) };"#;
                 .replace("REFUND", REFUND)
                 .replace("GET_ORDER", GET_ORDER);
             engine.set_policies(load(&[PolicySource::new("p.cedar", text)]).expect("parses"))
+        }
+
+        /// The environments of an analysis's summary: (all, answered by earlier analyses).
+        fn environments(report: &Report) -> (usize, usize) {
+            let summary = report.analysis.as_deref().expect("the analysis ran");
+            let number = |after: &str| -> usize {
+                let start = summary.find(after).expect(after) + after.len();
+                summary[start..]
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("a number")
+            };
+            (number(" over "), number(" environments ("))
+        }
+
+        #[test]
+        fn a_reload_asks_the_solver_again_only_where_the_edited_policy_applies() {
+            let set = |team: &str| {
+                format!(
+                    r#"permit(principal, action == REFUND, resource) when {{ principal.hasTag("team") && principal.getTag("team") == "{team}" }};
+                       permit(principal, action == GET_ORDER, resource) when {{ principal.hasTag("team") && principal.getTag("team") == "cache-probe-orders" }};"#
+                )
+            };
+            let first = analysed(
+                Validation::FailOnAnyFindings,
+                Solver::Auto,
+                &set("cache-probe-a"),
+            )
+            .expect("no findings");
+            assert!(
+                first.notes.is_empty(),
+                "is cvc5 installed? {:?}",
+                first.notes
+            );
+            let (all, _) = environments(&first);
+            let again = analysed(
+                Validation::FailOnAnyFindings,
+                Solver::Auto,
+                &set("cache-probe-a"),
+            )
+            .expect("no findings");
+            assert_eq!(
+                environments(&again),
+                (all, all),
+                "the same set: every answer reused"
+            );
+            let edited = analysed(
+                Validation::FailOnAnyFindings,
+                Solver::Auto,
+                &set("cache-probe-b"),
+            )
+            .expect("no findings");
+            assert_eq!(
+                environments(&edited),
+                (all, all - 2),
+                "only the edited permit's environments (its tool, for each principal type) are asked again"
+            );
         }
 
         fn refused_with_solver(text: &str) -> Vec<Finding> {

@@ -201,6 +201,17 @@ impl Rewrite {
                 keep.push(false);
                 continue;
             };
+            if kind == ListKind::Tools
+                && let Some(pins) = snapshot.pins()
+                && let Err(drift) = pins.check_listed(name, item)
+            {
+                // Not the tool the policies were written for: dropped in every mode, and its
+                // calls refused, until the lock is updated (`docs/pinning.md`).
+                tracing::warn!(tool = name, %drift, "tool does not match tools.lock");
+                denied.push(name.to_owned());
+                keep.push(false);
+                continue;
+            }
             match kind.listing(&mut lister, name) {
                 Ok(listing) if listing.listed() => {
                     allowed.push(name.to_owned());

@@ -216,6 +216,19 @@ impl ToolCatalog {
         self.tools.values()
     }
 
+    /// A tool's definition as the upstream listed it.
+    #[must_use]
+    pub fn definition(&self, name: &str) -> Option<&Value> {
+        self.tools.get(name).map(|tool| &tool.definition)
+    }
+
+    /// Every tool's name and definition.
+    pub fn definitions(&self) -> impl Iterator<Item = (&str, &Value)> {
+        self.tools
+            .iter()
+            .map(|(name, tool)| (name.as_str(), &tool.definition))
+    }
+
     /// Whether no tool and no prompt is known.
     #[must_use]
     pub fn is_empty(&self) -> bool {

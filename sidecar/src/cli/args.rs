@@ -31,6 +31,25 @@ pub enum Command {
     /// expected decision (ALLOW or DENY, optionally the determining policy ids). Prints
     /// `PASS name` or `FAIL name: ...` per case and `N passed, N failed`; exits 1 on a failure.
     Test(TestArgs),
+    /// Write tools.lock: each tool's name and the hash of its description, inputSchema and
+    /// annotations as the upstream (or the tools file) describes them now. With
+    /// `policy.tools_lock` set, a tool that no longer matches its pin is denied and dropped
+    /// from lists until it is pinned again.
+    Pin(PinArgs),
+}
+
+/// Arguments of `pin`.
+#[derive(Debug, Args)]
+pub struct PinArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Read the tools from this file instead of the configured schema source.
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
+    /// Where to write the lock (default: `policy.tools_lock`, else tools.lock beside the
+    /// config file).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 /// `--config FILE`.

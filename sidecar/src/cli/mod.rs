@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod exit;
+pub mod pin;
 pub mod run;
 pub mod schema;
 pub mod test;

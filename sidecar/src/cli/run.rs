@@ -24,7 +24,7 @@ use crate::feed::engine::{self, EngineFeed};
 use crate::feed::limits::LimitsReloader;
 use crate::feed::reload::Reloader;
 use crate::feed::upstream_tools::ToolsRefresher;
-use crate::feed::{policy_files, tools};
+use crate::feed::{pins, policy_files, tools};
 use crate::observe::admin::{Admin, Readiness};
 use crate::observe::decision_log::{DecisionLog, Observer};
 use crate::observe::logging;
@@ -176,6 +176,11 @@ fn feed_engine(
         SchemaSource::Upstream | SchemaSource::None | SchemaSource::CedarSchema(_) => None,
     };
     let engine = engine::build(config).map_err(Exit::config)?;
+    if let Some(path) = &config.policy.tools_lock {
+        let lock = pins::read_lock(path).map_err(Exit::config)?;
+        tracing::info!(pinned = lock.len(), "tools.lock enforced");
+        engine.set_tools_lock(Some(lock));
+    }
     let feed = EngineFeed::new(
         engine,
         config.policy.schema == SchemaSource::Upstream,
@@ -299,7 +304,8 @@ fn spawn_feeders(config: &Config, feed: &EngineFeed, sources: Vec<PolicySource>,
         Arc::clone(&shared.metrics),
         config.policy.reload_poll,
         sources,
-    );
+    )
+    .with_lock(config.policy.tools_lock.clone());
     tokio::spawn(reloader.run(shared.shutdown.clone()));
     if config.policy.schema == SchemaSource::Upstream {
         let refresher = ToolsRefresher {

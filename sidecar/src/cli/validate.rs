@@ -3,9 +3,10 @@
 
 use super::args::ConfigArg;
 use super::exit::Exit;
+use super::pin;
 use crate::config::Config;
 use crate::feed::policy_files::{self, PolicyFilesError};
-use crate::feed::{engine, tools};
+use crate::feed::{engine, pins, tools};
 
 /// Prints every error and finding with its position, then `ok: N policies in M files`.
 ///
@@ -24,12 +25,27 @@ pub async fn validate(args: &ConfigArg) -> Result<(), Exit> {
         Err(other) => return Err(Exit::failed(other)),
     };
     let engine = engine::build(&config).map_err(Exit::config)?;
+    let mut drift = Vec::new();
     match tools::tools_for(&config, None).await {
         Ok(Some(tools)) => {
-            let _ = engine.set_catalog(tools.catalog());
+            let catalog = tools.catalog();
+            if let Some(path) = &config.policy.tools_lock {
+                let lock = pins::read_lock(path).map_err(Exit::failed)?;
+                drift = pin::report(&lock, &catalog);
+            }
+            let _ = engine.set_catalog(catalog);
         }
         Ok(None) => {}
         Err(e) => println!("warning: {e}; policies are checked without the upstream's schema"),
+    }
+    for line in &drift {
+        println!("{line}");
+    }
+    if !drift.is_empty() {
+        return Err(Exit::failed(format!(
+            "{} tool(s) do not match tools.lock: review them, then `policy-sidecar pin`",
+            drift.len()
+        )));
     }
     let count = loaded.policies.len();
     match engine.set_policies(loaded) {

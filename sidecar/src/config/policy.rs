@@ -53,6 +53,7 @@ pub struct PolicySection {
     max_body_bytes: Option<usize>,
     max_batch: Option<usize>,
     max_list_bytes: Option<usize>,
+    tools_lock: Option<String>,
 }
 
 /// Where the tools that type `context.input` come from.
@@ -91,6 +92,8 @@ pub struct PolicySettings {
     pub reload_poll: Duration,
     /// Periodic re-fetch of the upstream's tools (`None`: off).
     pub tools_refresh: Option<Duration>,
+    /// `tools.lock`, enforced when set (absolute).
+    pub tools_lock: Option<PathBuf>,
 }
 
 impl PolicySection {
@@ -122,6 +125,14 @@ impl PolicySection {
             ));
         }
         let schema = schema(self.schema.as_deref(), base)?;
+        if self.tools_lock.is_some()
+            && matches!(schema, SchemaSource::None | SchemaSource::CedarSchema(_))
+        {
+            return Err(KeyError::new(
+                "policy.tools_lock",
+                "pins are checked against the tools' definitions: set policy.schema to \"upstream\" or a tools file",
+            ));
+        }
         let govern = govern(self.govern.as_deref())?;
         let groups = self.groups.unwrap_or_default();
         if let Some(group) = groups.keys().find(|g| is_reserved(g)) {
@@ -180,6 +191,7 @@ impl PolicySection {
             govern,
             reload_poll: Duration::from_millis(reload_poll_ms),
             tools_refresh,
+            tools_lock: self.tools_lock.map(|p| base.join(p)),
         })
     }
 }

@@ -134,6 +134,22 @@ impl EngineFeed {
             }
         }
         self.loaded.catalog.store(true, Ordering::Release);
+        self.count_unpinned();
+    }
+
+    /// The tools of the catalog that do not match the enforced `tools.lock`, by name.
+    #[must_use]
+    pub fn unpinned(&self) -> Vec<String> {
+        self.engine.snapshot().map_or_else(Vec::new, |snapshot| {
+            snapshot.pins().map_or_else(Vec::new, |pins| {
+                pins.lock().drift(snapshot.catalog()).into_keys().collect()
+            })
+        })
+    }
+
+    /// Sets the metric of tools that do not match `tools.lock`.
+    pub fn count_unpinned(&self) {
+        self.metrics.tools_unpinned(self.unpinned().len());
     }
 
     /// Whether policies (and the catalog, when needed) are loaded.
@@ -155,6 +171,17 @@ impl Readiness for EngineFeed {
             (true, false) => Some("the upstream's tools"),
             (true, true) => None,
         }
+    }
+
+    fn detail(&self) -> Option<String> {
+        let unpinned = self.unpinned();
+        (!unpinned.is_empty()).then(|| {
+            format!(
+                "tools.lock: {} tool(s) do not match their pins and are denied: {}",
+                unpinned.len(),
+                unpinned.join(", ")
+            )
+        })
     }
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::engine::EngineFeed;
+use super::pins;
 use super::policy_files::{self, PolicyFilesError};
 use crate::observe::metrics::Metrics;
 
@@ -28,6 +29,9 @@ pub struct Reloader {
     metrics: Arc<Metrics>,
     poll: Duration,
     last_sources: Vec<PolicySource>,
+    /// `policy.tools_lock`, re-read when its stamp changes.
+    lock: Option<PathBuf>,
+    lock_stamp: Option<(u64, Option<std::time::SystemTime>)>,
 }
 
 impl Reloader {
@@ -46,14 +50,25 @@ impl Reloader {
             metrics,
             poll,
             last_sources: sources,
+            lock: None,
+            lock_stamp: None,
         }
+    }
+
+    /// Also re-reads `tools.lock` at `path` when it changes (it was read at start).
+    #[must_use]
+    pub fn with_lock(mut self, path: Option<PathBuf>) -> Self {
+        self.lock_stamp = path.as_deref().and_then(pins::stamp);
+        self.lock = path;
+        self
     }
 
     /// Runs until `shutdown` is cancelled.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let changed = Arc::new(Notify::new());
         // Kept alive for the life of the loop; `None` when notifications are unavailable.
-        let _watcher = watch(&self.paths, Arc::clone(&changed));
+        let watched: Vec<PathBuf> = self.paths.iter().chain(&self.lock).cloned().collect();
+        let _watcher = watch(&watched, Arc::clone(&changed));
         let mut fingerprint = policy_files::fingerprint(&self.paths);
         let mut poll = tokio::time::interval(self.poll);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -68,7 +83,8 @@ impl Reloader {
                     let now = tokio::task::spawn_blocking(move || policy_files::fingerprint(&paths))
                         .await
                         .unwrap_or_default();
-                    if now == fingerprint {
+                    let lock = self.lock.as_deref().and_then(pins::stamp);
+                    if now == fingerprint && lock == self.lock_stamp {
                         continue;
                     }
                 }
@@ -79,6 +95,7 @@ impl Reloader {
     }
 
     async fn reload(&mut self) {
+        self.reload_lock();
         let paths = self.paths.clone();
         let read = tokio::task::spawn_blocking(move || {
             policy_files::discover(&paths, false)
@@ -121,6 +138,36 @@ impl Reloader {
             Err(e) => self.failed(&PolicyFilesError::Load(e)),
         }
         self.last_sources = sources;
+    }
+
+    /// Re-reads `tools.lock` if it changed; one that does not read keeps the last good lock
+    /// enforced.
+    fn reload_lock(&mut self) {
+        let Some(path) = &self.lock else {
+            return;
+        };
+        let stamp = pins::stamp(path);
+        if stamp == self.lock_stamp {
+            return;
+        }
+        self.lock_stamp = stamp;
+        match pins::read_lock(path) {
+            Ok(lock) => {
+                tracing::info!(pinned = lock.len(), "tools.lock reloaded");
+                self.feed.engine().set_tools_lock(Some(lock));
+                self.feed.count_unpinned();
+                let count = self
+                    .feed
+                    .engine()
+                    .snapshot()
+                    .map_or(0, |s| s.policies().policies.len());
+                self.metrics.reload(Some(count));
+            }
+            Err(e) => {
+                self.metrics.reload(None);
+                tracing::error!("tools.lock reload failed, keeping the last good lock: {e}");
+            }
+        }
     }
 
     fn failed(&self, error: &PolicyFilesError) {

@@ -82,6 +82,7 @@ pub struct Metrics {
     list_filtered: Family<ResultLabels, Counter>,
     policies: Gauge,
     tools: Gauge,
+    tools_drifted: Gauge,
     tool_labels: BoundedLabels,
     policy_labels: BoundedLabels,
     throttled: Family<LimitLabels, Counter>,
@@ -200,6 +201,12 @@ impl Metrics {
             "Tools in the catalog that types call inputs",
             tools.clone(),
         );
+        let tools_drifted = Gauge::default();
+        registry.register(
+            "mcp_policy_tools_unpinned",
+            "Tools of the catalog that do not match tools.lock (denied until pinned again)",
+            tools_drifted.clone(),
+        );
         let throttled = Family::<LimitLabels, Counter>::default();
         registry.register(
             "mcp_policy_rate_limited_calls",
@@ -248,6 +255,7 @@ impl Metrics {
             list_filtered,
             policies,
             tools,
+            tools_drifted,
             tool_labels: BoundedLabels::new(MAX_TOOL_LABELS, OTHER_TOOL),
             policy_labels: BoundedLabels::new(MAX_POLICY_LABELS, OTHER_POLICY),
             throttled,
@@ -353,6 +361,12 @@ impl Metrics {
     /// Records the size of the tool catalog.
     pub fn tools_known(&self, count: usize) {
         self.tools.set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    /// Records how many tools do not match `tools.lock`.
+    pub fn tools_unpinned(&self, count: usize) {
+        self.tools_drifted
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
     /// Counts an upstream response by status, or `error` when it could not be reached.

@@ -26,7 +26,7 @@ mod example;
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use cedar_policy::{
@@ -116,6 +116,42 @@ pub struct Analysis {
     pub notes: Vec<String>,
     /// What ran, for operators: the solver, how many environments, how long.
     pub summary: String,
+    /// Environments answered from an earlier analysis of the same content.
+    pub reused: usize,
+}
+
+/// What the solver answered for one request environment.
+#[derive(Debug, Default)]
+struct Answered {
+    /// Per candidate policy: whether it can match here.
+    can_match: Vec<(String, bool)>,
+    /// Candidate policies the solver could not decide (such answers are not kept).
+    undecided: Vec<(String, String)>,
+    findings: Vec<Finding>,
+}
+
+/// Answers kept across analyses, by [`Ctx::key`]: a reload that changes one policy asks
+/// the solver again only about the environments that policy is a candidate in.
+static ANSWERS: LazyLock<Mutex<HashMap<[u8; 32], Arc<Answered>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Answers kept at most; past it, the oldest analysis's answers are forgotten wholesale.
+const MAX_ANSWERS: usize = 200_000;
+
+fn cached(key: &[u8; 32]) -> Option<Arc<Answered>> {
+    ANSWERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(key)
+        .cloned()
+}
+
+fn remember(key: [u8; 32], answered: Arc<Answered>) {
+    let mut answers = ANSWERS.lock().unwrap_or_else(PoisonError::into_inner);
+    if answers.len() >= MAX_ANSWERS {
+        answers.clear();
+    }
+    answers.insert(key, answered);
 }
 
 /// Analyses `policies` against the gateway's schema; `impossible` are the policies Cedar's
@@ -182,9 +218,10 @@ pub fn analyze(
     let elapsed = started.elapsed().as_millis();
     analysis.summary = match &located {
         Ok(path) => format!(
-            "semantic analysis with {} over {} request environments in {elapsed} ms",
+            "semantic analysis with {} over {} request environments ({} answered by earlier analyses) in {elapsed} ms",
             path.display(),
-            envs.len()
+            envs.len(),
+            analysis.reused
         ),
         Err(_) => format!("semantic analysis without a solver in {elapsed} ms"),
     };
@@ -348,6 +385,7 @@ impl Ctx<'_> {
         let mut can_match: HashMap<String, bool> = HashMap::new();
         let mut undecided: HashMap<String, String> = HashMap::new();
         let mut complete = true;
+        let mut reused = 0_usize;
         for (done, scope) in self.envs.iter().enumerate() {
             if started.elapsed() > budget.total {
                 complete = false;
@@ -358,20 +396,36 @@ impl Ctx<'_> {
                 ));
                 break;
             }
-            if let Err(Undecided(why)) = self
-                .environment(
-                    &mut cc,
-                    scope,
-                    &mut can_match,
-                    &mut undecided,
-                    &mut analysis,
-                )
-                .await
-            {
-                analysis
-                    .notes
-                    .push(format!("{}: not analysed: {why}", scope.describe()));
+            let key = self.key(scope, &limit);
+            let answered = match cached(&key) {
+                Some(answered) => {
+                    reused += 1;
+                    answered
+                }
+                None => {
+                    let mut answered = Answered::default();
+                    if let Err(Undecided(why)) =
+                        self.environment(&mut cc, scope, &mut answered).await
+                    {
+                        analysis
+                            .notes
+                            .push(format!("{}: not analysed: {why}", scope.describe()));
+                        continue;
+                    }
+                    let answered = Arc::new(answered);
+                    if answered.undecided.is_empty() {
+                        remember(key, Arc::clone(&answered));
+                    }
+                    answered
+                }
+            };
+            for (id, matches) in &answered.can_match {
+                *can_match.entry(id.clone()).or_default() |= matches;
             }
+            for (id, why) in &answered.undecided {
+                undecided.insert(id.clone(), why.clone());
+            }
+            analysis.findings.extend(answered.findings.iter().cloned());
         }
         for loaded in &self.policies.policies {
             let id: &str = loaded.policy.id().as_ref();
@@ -383,7 +437,42 @@ impl Ctx<'_> {
                 analysis.findings.push(self.ineffective(&loaded.policy));
             }
         }
+        analysis.reused = reused;
         analysis
+    }
+
+    /// What an environment's answers depend on, hashed: the environment, the definition of
+    /// what its action calls, the model, the solver's per-query limit, and every candidate
+    /// policy's id, enforcement, text and position. Equal keys, equal answers.
+    fn key(&self, scope: &Scope, limit: &str) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut hash = Sha256::new();
+        let mut part = |text: &str| {
+            hash.update((text.len() as u64).to_le_bytes());
+            hash.update(text.as_bytes());
+        };
+        part(&scope.describe());
+        part(limit);
+        part(&format!("{:?}", self.model.config()));
+        match &scope.action {
+            Analysed::Tool(tool) => {
+                part(
+                    &self
+                        .catalog
+                        .definition(tool)
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                );
+            }
+            Analysed::Mcp(_) => part(&format!("{:?}", self.catalog.prompts().collect::<Vec<_>>())),
+        }
+        for loaded in self.candidates(&scope.action) {
+            part(loaded.policy.id().as_ref());
+            part(&format!("{:?}", loaded.enforcement));
+            part(&loaded.policy.to_string());
+            part(&loaded.position().to_string());
+        }
+        hash.finalize().into()
     }
 
     /// Analyses one request environment.
@@ -391,9 +480,7 @@ impl Ctx<'_> {
         &self,
         cc: &mut CedarSymCompiler<LocalSolver>,
         scope: &Scope,
-        can_match: &mut HashMap<String, bool>,
-        undecided: &mut HashMap<String, String>,
-        analysis: &mut Analysis,
+        out: &mut Answered,
     ) -> Result<(), Undecided> {
         let mut live_permits: Vec<(&Policy, CompiledPolicy)> = Vec::new();
         let mut live_forbids: Vec<&Policy> = Vec::new();
@@ -403,19 +490,19 @@ impl Ctx<'_> {
             let id: &str = loaded.policy.id().as_ref();
             if !admits(&loaded.policy, &scope.env) {
                 // Its scope names other principal or resource types: it matches nothing here.
-                can_match.entry(id.to_owned()).or_default();
+                out.can_match.push((id.to_owned(), false));
                 continue;
             }
             let matches = match CompiledPolicy::compile(&loaded.policy, &scope.env, &scope.schema) {
                 Ok(compiled) => match cc.check_never_matches_opt(&compiled).await {
                     Ok(never) => Some((!never, compiled)),
                     Err(e) => {
-                        undecided.insert(id.to_owned(), e.to_string());
+                        out.undecided.push((id.to_owned(), e.to_string()));
                         None
                     }
                 },
                 Err(e) => {
-                    undecided.insert(id.to_owned(), e.to_string());
+                    out.undecided.push((id.to_owned(), e.to_string()));
                     None
                 }
             };
@@ -424,7 +511,7 @@ impl Ctx<'_> {
                 unknown.get_or_insert(id);
                 continue;
             };
-            *can_match.entry(id.to_owned()).or_default() |= matches;
+            out.can_match.push((id.to_owned(), matches));
             if loaded.enforcement != Enforcement::Enforce {
                 continue;
             }
@@ -461,7 +548,7 @@ impl Ctx<'_> {
                     ),
                 );
                 finding.example.clone_from(&case);
-                analysis.findings.push(finding);
+                out.findings.push(finding);
             }
         } else if cc.check_always_denies_opt(&set).await? {
             // A request a live permit matches, which the set still denies: what the forbids take.
@@ -491,7 +578,7 @@ impl Ctx<'_> {
                     ),
                 );
                 finding.example.clone_from(&case);
-                analysis.findings.push(finding);
+                out.findings.push(finding);
             }
         }
         Ok(())
@@ -514,6 +601,7 @@ impl Ctx<'_> {
         let mut analysis = Analysis {
             findings: Vec::new(),
             summary: String::new(),
+            reused: 0,
             notes: vec![format!(
                 "no SMT solver: {why}. Overly permissive, overly restrictive and ineffective \
                  policies are only found where no solver is needed (permits and forbids without \
