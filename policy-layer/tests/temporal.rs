@@ -65,6 +65,13 @@ impl DecisionObserver for Heard {
             record.forwarded
         ));
     }
+
+    fn on_policy_session_refused(&self, reason: &'static str) {
+        self.0
+            .lock()
+            .expect("lock")
+            .push(format!("refused {reason}"));
+    }
 }
 
 struct Gateway {
@@ -277,6 +284,14 @@ async fn an_evicted_session_is_answered_409_rather_than_with_an_empty_history() 
     );
     let reply = g.send(Some("s-1"), "process_refund", refund(10.0)).await;
     assert_eq!(reply.status, 409, "{}", reply.text);
+    assert!(reply.text.contains("evicted"), "{}", reply.text);
+    assert!(
+        g.heard
+            .0
+            .lock()
+            .expect("lock")
+            .contains(&"refused evicted".to_owned())
+    );
 }
 
 #[tokio::test]

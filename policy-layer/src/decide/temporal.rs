@@ -109,6 +109,7 @@ impl Evaluated {
         crate::record::TemporalRecord {
             session: self.session.clone(),
             conditions: self.conditions(snapshot),
+            latency: self.latency,
         }
     }
 }
@@ -169,9 +170,16 @@ pub(crate) async fn open(
         session: id.clone(),
     }
     .storage_key();
+    let observer = exchange.observer();
     let unavailable = |e: &dyn std::fmt::Display| {
         tracing::warn!(error = %e, "policy session store failed; the request is refused");
+        observer.on_policy_session_refused("store_unavailable");
         Refusal::PolicySessionUnavailable
+    };
+    let invalid = |label: &'static str, reason: &'static str| {
+        tracing::info!(reason, "policy session refused with 409");
+        observer.on_policy_session_refused(label);
+        Refusal::PolicySessionInvalid(reason)
     };
     let lock = store
         .session_lock(&key)
@@ -189,11 +197,16 @@ pub(crate) async fn open(
             SessionState::New => Vec::new(),
             SessionState::Live(events) => events,
             SessionState::Changed => {
-                return Err(invalid("the temporal policies changed"));
+                return Err(invalid("changed", "the temporal policies changed"));
             }
-            SessionState::Evicted => return Err(invalid("it was evicted from the session store")),
+            SessionState::Evicted => {
+                return Err(invalid("evicted", "it was evicted from the session store"));
+            }
             SessionState::Overflowed => {
-                return Err(invalid("it recorded more events than the store keeps"));
+                return Err(invalid(
+                    "overflowed",
+                    "it recorded more events than the store keeps",
+                ));
             }
         };
         for text in events {
@@ -219,11 +232,6 @@ pub(crate) async fn open(
             lock: Some(lock),
         }),
     })
-}
-
-fn invalid(reason: &'static str) -> Refusal {
-    tracing::info!(reason, "policy session refused with 409");
-    Refusal::PolicySessionInvalid(reason)
 }
 
 /// The call's arguments typed as its events hold them (`input.*`).

@@ -504,6 +504,10 @@ impl DecisionObserver for Observer {
     fn on_auth_failure(&self, reason: &'static str) {
         self.metrics.jwt_failure(reason);
     }
+
+    fn on_policy_session_refused(&self, reason: &'static str) {
+        self.metrics.session_refusal(reason);
+    }
 }
 
 #[cfg(test)]
