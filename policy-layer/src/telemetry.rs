@@ -73,28 +73,7 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> &'h str {
 /// method: `tools/call`, `resources/read`, ..., or `invoke`); entered while it is decided.
 #[must_use]
 pub fn authorize_action(settings: &Settings, method: &str, tool: Option<&str>) -> Span {
-    tracing::info_span!(
-        "AuthorizeAction",
-        otel.kind = "internal",
-        mcp.method.name = method,
-        policy.engine = %settings.engine_name,
-        policy.mode = settings.mode.as_str(),
-        policy.action = field::Empty,
-        gen_ai.tool.name = tool,
-        enduser.id = field::Empty,
-        policy.decision = field::Empty,
-        policy.reason = field::Empty,
-        policy.determining_policies = field::Empty,
-        policy.errors = field::Empty,
-        policy.log_only.matched_policies = field::Empty,
-        policy.log_only.flipping_policies = field::Empty,
-        policy.temporal.evaluation_invoked = field::Empty,
-        policy.temporal.latency_ms = field::Empty,
-        policy.temporal.event_timestamp_ns = field::Empty,
-        policy.temporal.session_id = field::Empty,
-        policy.temporal.conditions = field::Empty,
-        policy.temporal.errors = field::Empty,
-    )
+    authorize_action_in(&Span::current(), settings, method, tool)
 }
 
 /// [`authorize_action`] as a child of `parent`: for decisions made while a reply is read (a

@@ -2,6 +2,7 @@
 //! against the policies that can apply to its action.
 
 use cedar_policy::{Authorizer, Context, Decision, PolicySet, Request, Response};
+use cedar_policy_core::ast::RestrictedExpr;
 use serde_json::Value;
 
 use super::Snapshot;
@@ -167,7 +168,25 @@ impl Snapshot {
         action: McpAction,
         context: RequestContext,
     ) -> Result<Outcome, EngineError> {
-        self.decide(identity, ActionRef::Mcp(action), context.into_context())
+        self.authorize_mcp_at(identity, action, context, SystemClock.now())
+    }
+
+    /// [`authorize_mcp`](Self::authorize_mcp) with `context.system.now` at `now`.
+    ///
+    /// # Errors
+    /// As [`authorize_mcp`](Self::authorize_mcp).
+    pub fn authorize_mcp_at(
+        &self,
+        identity: &Identity,
+        action: McpAction,
+        context: RequestContext,
+        now: Timestamp,
+    ) -> Result<Outcome, EngineError> {
+        let system = values::system(now).map_err(EngineError::Request)?;
+        let context = context
+            .with_system(RestrictedExpr::from(system))
+            .map_err(EngineError::Request)?;
+        self.decide(identity, ActionRef::Mcp(action), context)
     }
 
     /// Decides `action` with its params given as a value (policy test cases, solver
@@ -182,8 +201,22 @@ impl Snapshot {
         action: McpAction,
         params: Option<&Value>,
     ) -> Result<Outcome, AuthorizeError> {
+        self.authorize_params_at(identity, action, params, SystemClock.now())
+    }
+
+    /// [`authorize_params`](Self::authorize_params) with `context.system.now` at `now`.
+    ///
+    /// # Errors
+    /// As [`authorize_params`](Self::authorize_params).
+    pub fn authorize_params_at(
+        &self,
+        identity: &Identity,
+        action: McpAction,
+        params: Option<&Value>,
+        now: Timestamp,
+    ) -> Result<Outcome, AuthorizeError> {
         let context = params::from_params(action, params, &self.catalog)?;
-        Ok(self.authorize_mcp(identity, action, context)?)
+        Ok(self.authorize_mcp_at(identity, action, context, now)?)
     }
 
     /// One AuthorizeAction: the enforced policies that can apply decide, the shadow ones

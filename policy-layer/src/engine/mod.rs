@@ -1243,6 +1243,54 @@ forbid(principal, action == GET_ORDER, resource);"#;
         }
 
         #[test]
+        fn the_time_conditions_other_capabilities_as_it_does_tool_calls() {
+            use crate::clock::Timestamp;
+            use crate::model::{Capability, McpAction, params};
+            let mut config = model();
+            config.govern = Govern::new([Capability::Resources]);
+            let engine = PolicyEngine::new(config);
+            engine.configure_validation(SchemaSource::FromTools, Validation::IgnoreAllFindings);
+            let _ = engine.set_catalog(refund_catalog("number"));
+            let text = r#"@id("docs_by_day")
+permit(principal, action == AgentCore::Action::"ReadResource", resource)
+when { context.uri like "docs://*" && context.system.now.toTime() < duration("12h") };"#;
+            let report = engine
+                .set_policies(load(&[PolicySource::new("p.cedar", text)]).expect("parses"))
+                .expect("validates against the schema: ReadResource's context has system");
+            assert!(report.findings.is_empty(), "{:?}", report.findings);
+            let snapshot = engine.snapshot().expect("snapshot");
+            let (morning, evening): (Timestamp, Timestamp) = (
+                "2026-11-30T10:00:00Z".parse().expect("time"),
+                "2026-11-30T18:00:00Z".parse().expect("time"),
+            );
+            let alice = Identity::anonymous();
+            let read = |now| {
+                snapshot
+                    .authorize_mcp_at(
+                        &alice,
+                        McpAction::ReadResource,
+                        params::read_resource("docs://a"),
+                        now,
+                    )
+                    .expect("decides")
+                    .decision
+            };
+            assert_eq!(read(morning), Decision::Allow);
+            assert_eq!(read(evening), Decision::Deny);
+            let listed = |now| {
+                snapshot
+                    .lister_at(&alice, now)
+                    .listing_of(
+                        ActionRef::Mcp(McpAction::ReadResource),
+                        Some(params::read_resource("docs://a")),
+                    )
+                    .expect("lists")
+            };
+            assert_eq!(listed(morning), Listing::Allowed);
+            assert_eq!(listed(evening), Listing::Denied, "delisted out of hours");
+        }
+
+        #[test]
         fn fixed_actions_are_validated_and_analysed_with_replayed_examples() {
             use crate::model::{Capability, McpAction};
             let mut config = model();

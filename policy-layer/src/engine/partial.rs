@@ -186,12 +186,14 @@ impl Lister<'_> {
             .action(snapshot.model.uid_of(action))
             .resource(self.resource.clone());
         if let Some(context) = context {
-            builder = builder.context(context.into_context());
+            // The time unknown in the first pass, as for tools (see [`CONTEXT`]).
+            let context = context
+                .with_system(values::unknown_system())
+                .map_err(EngineError::Request)?;
+            builder = builder.context(context);
         }
-        let request = builder.build();
         let entities = snapshot.entities(Arc::clone(&self.principal_entity), action, sets)?;
-        let response = Authorizer::new().is_authorized_partial(&request, &sets.active, &entities);
-        Ok(response.decision().map_or(Listing::Depends, decided))
+        self.settle(&builder.build(), sets, &entities)
     }
 
     fn evaluate(
@@ -211,8 +213,19 @@ impl Lister<'_> {
             .context(context.clone())
             .build();
         let entities = snapshot.entities(Arc::clone(&self.principal_entity), action, sets)?;
+        self.settle(&request, sets, &entities)
+    }
+
+    /// Partially evaluates `request`; when the answer depends on a residual that may read
+    /// the time, evaluates the residuals again with `now` bound.
+    fn settle(
+        &self,
+        request: &Request,
+        sets: &crate::engine::ToolPolicies,
+        entities: &cedar_policy::Entities,
+    ) -> Result<Listing, EngineError> {
         let authorizer = Authorizer::new();
-        let first = authorizer.is_authorized_partial(&request, &sets.active, &entities);
+        let first = authorizer.is_authorized_partial(request, &sets.active, entities);
         if let Some(decision) = first.decision() {
             return Ok(decided(decision));
         }
@@ -224,7 +237,7 @@ impl Lister<'_> {
             .map(|v| RestrictedExpression::from(RestrictedExpr::from(v)))
             .map_err(EngineError::Request)?;
         let second = first
-            .reauthorize_with_bindings([(values::NOW_UNKNOWN, &now)], &authorizer, &entities)
+            .reauthorize_with_bindings([(values::NOW_UNKNOWN, &now)], &authorizer, entities)
             .map_err(|e| EngineError::Request(e.to_string()))?;
         Ok(merged(&first, &second))
     }

@@ -18,7 +18,10 @@ use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 
 use cedar_policy::{Context, RestrictedExpression};
+use cedar_policy_core::ast::RestrictedExpr;
+use cedar_policy_core::extensions::Extensions;
 use serde_json::{Map, Value};
+use smol_str::SmolStr;
 
 use super::actions::McpAction;
 use super::context::{InputError, TypedInput};
@@ -30,10 +33,26 @@ use super::values;
 pub struct RequestContext(pub(crate) Context);
 
 impl RequestContext {
-    /// The Cedar context.
+    /// The Cedar context, without `system` (what the params say).
     #[must_use]
     pub fn into_context(self) -> Context {
         self.0
+    }
+
+    /// The Cedar context with `system` added: `{ now }` at a decision, or an unknown while a
+    /// list is partially evaluated, as a tool call's context has it.
+    ///
+    /// # Errors
+    /// Cedar's message when the record cannot be built.
+    pub fn with_system(self, system: RestrictedExpr) -> Result<Context, String> {
+        let core: cedar_policy_core::ast::Context = self.0.as_ref().clone();
+        let pairs = core
+            .into_iter()
+            .filter(|(name, _)| name != "system")
+            .chain([(SmolStr::new_static("system"), system)]);
+        cedar_policy_core::ast::Context::from_pairs(pairs, Extensions::all_available())
+            .map(Context::from)
+            .map_err(|e| e.to_string())
     }
 }
 

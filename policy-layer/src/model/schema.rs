@@ -316,6 +316,14 @@ fn fixed_action(action: McpAction, catalog: &ToolCatalog) -> Value {
             ("method", ty("String"), true),
         ]),
     };
+    // Every request's context carries the time, as a tool call's does (`model/params.rs`).
+    let mut context = context;
+    if let Some(attributes) = context.get_mut("attributes").and_then(Value::as_object_mut) {
+        attributes.insert(
+            "system".to_owned(),
+            json!({ "type": "EntityOrCommon", "name": "System", "required": true }),
+        );
+    }
     let mut out = json!({
         "appliesTo": {
             "principalTypes": ["OAuthUser", "UnauthenticatedUser"],

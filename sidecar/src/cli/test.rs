@@ -356,7 +356,7 @@ pub fn decide(snapshot: &Snapshot, case: &Case) -> Got {
             None => snapshot.authorize_at(&identity, tool, case.input.as_ref(), now),
         },
         Ok(Called::Mcp(action)) => {
-            snapshot.authorize_params(&identity, action, case.input.as_ref())
+            snapshot.authorize_params_at(&identity, action, case.input.as_ref(), now)
         }
         Err(error) => {
             return Got {

@@ -219,7 +219,7 @@ mod tests {
     use super::keys::Kind;
     use super::*;
 
-    const MINIMAL: &str = r#"
+    pub(super) const MINIMAL: &str = r#"
 [upstream]
 url = "http://127.0.0.1:3000/mcp"
 [gateway]
@@ -229,7 +229,7 @@ target = "RefundTool"
 mode = "none"
 "#;
 
-    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    pub(super) fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
         Config::from_text(
             Path::new("/etc/sidecar/policy-sidecar.toml"),
             text,

@@ -242,27 +242,7 @@ fn schema(value: Option<&str>, base: &Path) -> Result<SchemaSource, KeyError> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
-
-    use super::super::{Config, ConfigError};
-
-    const MINIMAL: &str = r#"
-[upstream]
-url = "http://127.0.0.1:3000/mcp"
-[gateway]
-id = "gw"
-target = "RefundTool"
-[auth]
-mode = "none"
-"#;
-
-    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        Config::from_text(
-            Path::new("/etc/sidecar/policy-sidecar.toml"),
-            text,
-            env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
-        )
-    }
+    use super::super::tests::{MINIMAL, parse};
 
     #[test]
     fn govern_names_capabilities_and_always_includes_tools() {

@@ -17,7 +17,7 @@ use crate::auth::{Identity, PrincipalKind};
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::engine::Snapshot;
 use crate::engine::policies::{LoadedPolicies, LoadedPolicy};
-use crate::model::{ActionModel, McpAction, ToolCatalog};
+use crate::model::{ActionModel, ActionRef, McpAction, ToolCatalog};
 
 /// What a witness calls: a tool with its input, or a fixed action with its params.
 #[derive(Debug, Clone, Copy)]
@@ -68,7 +68,7 @@ impl Replay {
     ) -> Option<Decision> {
         match called {
             Called::Tool(tool) => snapshot.authorize_at(identity, tool, Some(input), now),
-            Called::Mcp(action) => snapshot.authorize_params(identity, action, Some(input)),
+            Called::Mcp(action) => snapshot.authorize_params_at(identity, action, Some(input), now),
         }
         .ok()
         .map(|outcome| outcome.decision)
@@ -112,16 +112,17 @@ impl Replay {
             )),
         };
         // The witness's `context.system.now`, when the policies of the tool read the time.
-        let now = match called {
-            Called::Tool(tool) => self
-                .enforced
-                .index()
-                .for_tool(tool)
-                .reads_system
-                .then(|| witness_now(env))
-                .flatten(),
-            Called::Mcp(_) => None,
+        let action = match called {
+            Called::Tool(tool) => ActionRef::Tool(tool),
+            Called::Mcp(action) => ActionRef::Mcp(action),
         };
+        let now = self
+            .enforced
+            .index()
+            .for_action(action)
+            .reads_system
+            .then(|| witness_now(env))
+            .flatten();
         let at = now.unwrap_or_else(|| SystemClock.now());
         let holds = |identity: &Identity, input: &Value| {
             let decision = Self::decides(&self.enforced, identity, called, input, at);
