@@ -42,6 +42,8 @@ echo "== the worked policy example validates, its cases pass and its recording r
 target/debug/policy-sidecar validate --config examples/policies/policy-sidecar.toml
 target/debug/policy-sidecar test --config examples/policies/policy-sidecar.toml examples/policies/cases.yaml
 target/debug/policy-sidecar replay --config examples/policies/policy-sidecar.toml --policies examples/policies/policies examples/policies/recording.jsonl
+target/debug/policy-sidecar validate --config examples/temporal/policy-sidecar.toml
+target/debug/policy-sidecar test --config examples/temporal/policy-sidecar.toml examples/temporal/cases.yaml
 
 echo "== temporal policies against Dogwood's reference interpreter (difftest/, its own lockfile)"
 scripts/difftest.sh

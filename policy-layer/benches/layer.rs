@@ -1,6 +1,7 @@
 //! The layer's cost per MCP request, in process: AuthorizeAction through the whole
 //! `PolicyService` (parse, type, decide, forward) with 1, 100, 1,000 and 10,000 policies, and
-//! with one rate limit in the memory store; tools/list filtering of 1,000 tools under 100
+//! with one rate limit in the memory store, and with one temporal policy (a session in the
+//! memory store); tools/list filtering of 1,000 tools under 100
 //! policies (with a permit that depends on the input, and on the input and the time); context
 //! typing alone, and the `context.system.now` value alone.
 
@@ -120,6 +121,42 @@ fn bench_authorize(c: &mut Criterion) {
             });
         });
     });
+    // One temporal policy on the tool ("no refund within an hour of an order deletion"): the
+    // session header read, the session locked and read (memory store), the condition
+    // evaluated over an empty history and handed to Cedar. Nothing is recorded (no condition
+    // reads a refund's events), so every iteration sees the same session.
+    let temporal = PolicyLayer::new(engine_with(
+        1,
+        1,
+        r#"
+        @id("no_refund_after_a_deletion") forbid(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+        when temporal { formerly within 1h AgentCore::Action::"RefundTool___delete_order"::response{ eventResource: resource } };"#,
+    ))
+    .unauthenticated()
+    .layer(upstream);
+    group.bench_with_input(
+        BenchmarkId::new("allow_1_temporal_policy", 1),
+        &1,
+        |b, _| {
+            b.iter(|| {
+                let req = Request::post("/mcp")
+                    .header("content-type", "application/json")
+                    .header(
+                        "x-amzn-bedrock-agentcore-policy-session-id",
+                        "bench-session-1",
+                    )
+                    .body(Full::new(call_body(500.0)))
+                    .expect("request");
+                let mut svc = temporal.clone();
+                rt.block_on(async {
+                    let svc = svc.ready().await.expect("ready");
+                    let res = svc.call(req).await.expect("response");
+                    assert_eq!(res.status(), 200);
+                    black_box(res.into_body().collect().await.expect("body"));
+                });
+            });
+        },
+    );
     group.finish();
 }
 

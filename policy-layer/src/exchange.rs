@@ -29,6 +29,9 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     /// The rate limits, checked before Cedar; `None`: none configured.
     pub(crate) limits: Option<Limits>,
+    /// Where policy sessions (temporal policies' histories) are kept; `None`: nowhere, and a
+    /// call that needs one is refused.
+    pub(crate) session_store: Option<crate::state::Store>,
 }
 
 /// One request after authentication: who calls, the policies it is decided by (one atomic

@@ -20,6 +20,7 @@ use crate::protocol::session::{SessionLimits, Sessions};
 use crate::protocol::{IpNet, TrustedProxies};
 use crate::record::{DecisionObserver, NoObserver};
 use crate::service::PolicyService;
+use crate::state::{MemorySettings, Store};
 
 /// A tower layer that enforces Cedar policies on the MCP messages of an HTTP service.
 ///
@@ -62,6 +63,7 @@ impl PolicyLayer {
                 sessions: Arc::new(Sessions::new(SessionLimits::default())),
                 clock: Arc::new(SystemClock),
                 limits: None,
+                session_store: Some(Store::memory(MemorySettings::default())),
             }),
         }
     }
@@ -76,6 +78,7 @@ impl PolicyLayer {
             sessions: Arc::clone(&shared.sessions),
             clock: Arc::clone(&shared.clock),
             limits: shared.limits.clone(),
+            session_store: shared.session_store.clone(),
         });
         change(&mut shared);
         Self {
@@ -151,6 +154,13 @@ impl PolicyLayer {
     /// time-based policies: a [`crate::ManualClock`]).
     pub fn clock(self, clock: Arc<dyn Clock>) -> Self {
         self.with(|s| s.clock = clock)
+    }
+
+    /// Keeps policy sessions (the histories temporal policies read, `docs/temporal.md`) in
+    /// `store`: the rate limits' store, shared by replicas when it is Redis. By default a
+    /// memory store of this layer.
+    pub fn session_store(self, store: Store) -> Self {
+        self.with(|s| s.session_store = Some(store))
     }
 
     /// Checks every tools/call against `limits` after authentication and before Cedar

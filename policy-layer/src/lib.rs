@@ -44,5 +44,7 @@ pub use engine::{PolicyEngine, PolicySource};
 pub use layer::PolicyLayer;
 pub use limit::{Admitted, Limits, Throttled};
 pub use protocol::PeerAddr;
-pub use record::{CallRecord, DecisionObserver, LimitOutcome, LimitRecord, ListRecord};
+pub use record::{
+    CallRecord, DecisionObserver, LimitOutcome, LimitRecord, ListRecord, TemporalRecord,
+};
 pub use service::PolicyService;

@@ -36,9 +36,22 @@ pub struct CallRecord<'a> {
     /// invocation's `{sourceIp, method}`) as written (JSON text; observers redact them
     /// unless told otherwise).
     pub arguments: Option<&'a str>,
+    /// What the call's temporal conditions came to (`None`: its tool has none).
+    pub temporal: Option<TemporalRecord>,
     /// Whether the call was forwarded upstream.
     pub forwarded: bool,
     /// Time spent deciding.
+    pub latency: Duration,
+}
+
+/// The temporal part of a decided tools/call (`docs/temporal.md`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemporalRecord {
+    /// The policy session id (`x-amzn-bedrock-agentcore-policy-session-id`).
+    pub session: String,
+    /// Each condition's value with its policy: `c0=true(policy-id),c1=error(policy-id)`.
+    pub conditions: String,
+    /// Time spent evaluating the conditions (AgentCore's `TemporalLatency`).
     pub latency: Duration,
 }
 
@@ -125,6 +138,12 @@ pub trait DecisionObserver: Send + Sync + 'static {
     }
     /// A request was refused before any decision: authentication failed.
     fn on_auth_failure(&self, reason: &'static str) {
+        let _ = reason;
+    }
+    /// A request was refused because its policy session cannot be decided (temporal
+    /// policies, `docs/temporal.md`): `changed`, `evicted` or `overflowed` (HTTP 409), or
+    /// `store_unavailable` (503).
+    fn on_policy_session_refused(&self, reason: &'static str) {
         let _ = reason;
     }
     /// Whether records are wanted at all (when not, the layer does not build them).

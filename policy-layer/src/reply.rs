@@ -290,6 +290,25 @@ pub enum Refusal {
     /// unknown (403, -32002): the message says which.
     #[error("{0}")]
     InvocationRefused(String),
+    /// A tools/call without `x-amzn-bedrock-agentcore-policy-session-id` while temporal
+    /// policies are loaded (400; AgentCore's validation error).
+    #[error(
+        "ValidationException - x-amzn-bedrock-agentcore-policy-session-id is required: session-aware (temporal) policies are in force"
+    )]
+    PolicySessionRequired,
+    /// A session header that is not 1 to 128 of `[A-Za-z0-9-]`, or sent twice (400; the
+    /// value is never echoed).
+    #[error(
+        "ValidationException - x-amzn-bedrock-agentcore-policy-session-id must be 1 to 128 characters of A-Z, a-z, 0-9 and -"
+    )]
+    BadPolicySession,
+    /// The policy session can no longer be decided (409, AgentCore's `ConflictException`):
+    /// the client starts a new session.
+    #[error("ConflictException - the policy session is no longer valid ({0}); start a new session")]
+    PolicySessionInvalid(&'static str),
+    /// The session store could not answer (503): a temporal decision cannot be made.
+    #[error("the policy session store is unavailable; try again")]
+    PolicySessionUnavailable,
 }
 
 impl Refusal {
@@ -306,6 +325,9 @@ impl Refusal {
             Self::Unauthorized { error, .. } => error.status(),
             Self::UnknownSession => StatusCode::NOT_FOUND,
             Self::UnreadableUpstream(_) | Self::UpstreamTooLarge(_) => StatusCode::BAD_GATEWAY,
+            Self::PolicySessionInvalid(_) => StatusCode::CONFLICT,
+            Self::PolicySessionUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::PolicySessionRequired | Self::BadPolicySession => StatusCode::BAD_REQUEST,
             Self::BodyNotAllowed(_)
             | Self::RepeatedHeader(_)
             | Self::UnreadableHeader(_)
@@ -324,7 +346,9 @@ impl Refusal {
             Self::Parse(e) => e.code(),
             Self::HeaderMismatch(_) => jsonrpc::HEADER_MISMATCH,
             Self::Unauthorized { .. } | Self::UnknownSession => UNAUTHORIZED_CODE,
-            Self::UnreadableUpstream(_) | Self::UpstreamTooLarge(_) => INTERNAL_ERROR,
+            Self::UnreadableUpstream(_)
+            | Self::UpstreamTooLarge(_)
+            | Self::PolicySessionUnavailable => INTERNAL_ERROR,
             Self::InvocationRefused(_) => DENIED_CODE,
             _ => jsonrpc::INVALID_REQUEST,
         }

@@ -6,8 +6,9 @@
 //! 3. [`auth`](crate::auth): who calls; whether they may call at all (`InvokeGateway`, when
 //!    governed); then whether the session presented is theirs.
 //! 4. GET and DELETE go on without a body; a POST is read, parsed ([`crate::jsonrpc`]), each
-//!    tools/call checked against the rate limits ([`crate::limit`]) and each message decided
-//!    ([`crate::decide`]); what is allowed goes on, the rest is answered here. What goes on
+//!    tools/call checked against the rate limits ([`crate::limit`]), the policy session of
+//!    temporal policies opened (`decide/temporal.rs`) and each message decided
+//!    ([`crate::decide`]), the session's new events recorded; what is allowed goes on, the rest is answered here. What goes on
 //!    carries the verified caller as an `Arc<Identity>` request extension, for the inner
 //!    service to read (never a header the client could write).
 //! 5. The reply is rewritten ([`crate::filter`]): list answers filtered, the server's
@@ -188,6 +189,13 @@ where
         Ok(limited) => limited,
         Err(throttled) => return Ok(Ok(throttled)),
     };
+    let mut session = match decide::temporal::open(&exchange, &parts.headers, &envelope)
+        .instrument(span.clone())
+        .await
+    {
+        Ok(session) => session,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let mut keep: Vec<bool> = Vec::with_capacity(envelope.messages.len());
     let mut answers = Vec::new();
     let mut lists = Vec::new();
@@ -208,7 +216,7 @@ where
                 answers.push(answer);
                 continue;
             }
-            match decide::decide(&exchange, message) {
+            match decide::decide(&exchange, message, &mut session) {
                 Verdict::Forward => {
                     keep.push(true);
                     limited.forwarded(i);
@@ -220,6 +228,10 @@ where
             }
         }
     });
+    let completions = match session.commit().await {
+        Ok(completions) => completions,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     if keep.iter().all(|k| !k) {
         let body = reply::join(&answers, envelope.batch);
         return Ok(Ok(reply::http_json(StatusCode::OK, body)));
@@ -231,6 +243,7 @@ where
         batch: envelope.batch,
         exchange,
         server_answers: server_answers(shared, &inner, &parts),
+        completions,
     };
     upstream_headers(&mut parts.headers);
     parts

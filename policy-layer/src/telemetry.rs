@@ -101,6 +101,12 @@ pub fn authorize_action_in(
         policy.errors = field::Empty,
         policy.log_only.matched_policies = field::Empty,
         policy.log_only.flipping_policies = field::Empty,
+        policy.temporal.evaluation_invoked = field::Empty,
+        policy.temporal.latency_ms = field::Empty,
+        policy.temporal.event_timestamp_ns = field::Empty,
+        policy.temporal.session_id = field::Empty,
+        policy.temporal.conditions = field::Empty,
+        policy.temporal.errors = field::Empty,
     )
 }
 
@@ -158,6 +164,48 @@ pub fn record_decision(
             "policy.log_only.flipping_policies",
             outcome.shadow_flipping.join(",").as_str(),
         );
+    }
+}
+
+/// Records on an `AuthorizeAction` span of a tools/call what its temporal conditions came to
+/// (`docs/telemetry.md`): whether any was evaluated, how long that took, the decision time
+/// of the call's `request` event, the session, each condition's value (`c<id>=<value>` with
+/// its policy) and the conditions that could not be evaluated (they fail closed).
+pub(crate) fn record_temporal(
+    span: &Span,
+    snapshot: Option<&Snapshot>,
+    evaluated: Option<&crate::decide::temporal::Evaluated>,
+) {
+    if span.is_disabled() {
+        return;
+    }
+    let Some(evaluated) = evaluated else {
+        if snapshot.is_some_and(|s| !s.temporal().is_empty()) {
+            span.record("policy.temporal.evaluation_invoked", false);
+        }
+        return;
+    };
+    span.record("policy.temporal.evaluation_invoked", true);
+    span.record(
+        "policy.temporal.latency_ms",
+        evaluated.latency.as_secs_f64() * 1000.0,
+    );
+    span.record(
+        "policy.temporal.event_timestamp_ns",
+        i128::from(evaluated.event_ms) * 1_000_000,
+    );
+    span.record("policy.temporal.session_id", evaluated.session.as_str());
+    span.record(
+        "policy.temporal.conditions",
+        evaluated.conditions(snapshot).as_str(),
+    );
+    let errors: Vec<String> = evaluated
+        .values
+        .errors()
+        .map(|(id, e)| format!("c{id}: {e}"))
+        .collect();
+    if !errors.is_empty() {
+        span.record("policy.temporal.errors", errors.join("; ").as_str());
     }
 }
 

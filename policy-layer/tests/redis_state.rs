@@ -16,7 +16,9 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use policy_layer::auth::{Identity, PrincipalKind};
 use policy_layer::limit::{Admitted, LimitSet, Limits, RateLimitConfig, ThrottleCause, Throttled};
-use policy_layer::state::{OnError, RedisSettings, RedisUrl, StateConfig, Store};
+use policy_layer::state::{
+    OnError, RedisSettings, RedisUrl, SessionBounds, SessionState, StateConfig, Store,
+};
 use serde_json::json;
 
 const SKIP_VAR: &str = "POLICY_LAYER_SKIP_REDIS_TESTS";
@@ -401,4 +403,113 @@ async fn a_store_created_while_redis_is_down_starts_and_connects_later() {
         return;
     };
     drop(until_admitted(&deny, "alice", "redis started").await);
+}
+
+// --- Policy sessions (temporal policies) ----------------------------------------------------
+
+fn events(times: &[i64]) -> Vec<(i64, String)> {
+    times
+        .iter()
+        .map(|t| (*t, format!("{{\"t\":{t}}}")))
+        .collect()
+}
+
+fn live(state: SessionState) -> Vec<String> {
+    match state {
+        SessionState::Live(events) => events,
+        other => panic!("a live session expected, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn policy_sessions_are_shared_windowed_bounded_and_invalidated() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let bounds = SessionBounds {
+        max_events: 3,
+        ..SessionBounds::default()
+    };
+    let a = replica(server.url(), Duration::from_secs(30)).with_session_bounds(bounds);
+    let b = replica(server.url(), Duration::from_secs(30)).with_session_bounds(bounds);
+
+    assert_eq!(
+        a.session_read("k", 1, 0, 0).await.expect("read"),
+        SessionState::New
+    );
+    a.session_append("k", 1, &events(&[10, 20]), 0, 20)
+        .await
+        .expect("append");
+    // The other replica reads them, from a time on.
+    assert_eq!(
+        live(b.session_read("k", 1, 0, 30).await.expect("read")).len(),
+        2
+    );
+    assert_eq!(
+        live(b.session_read("k", 1, 15, 30).await.expect("read")),
+        ["{\"t\":20}"]
+    );
+    // Other temporal policies: 409 material, and never written over.
+    assert_eq!(
+        b.session_read("k", 2, 0, 30).await.expect("read"),
+        SessionState::Changed
+    );
+    b.session_append("k", 2, &events(&[25]), 0, 25)
+        .await
+        .expect("append");
+    assert_eq!(
+        live(a.session_read("k", 1, 0, 30).await.expect("read")).len(),
+        2
+    );
+    // Events older than the horizon go; past the cap the session overflows.
+    a.session_append("k", 1, &events(&[30]), 15, 30)
+        .await
+        .expect("append");
+    assert_eq!(
+        live(a.session_read("k", 1, 0, 30).await.expect("read")).len(),
+        2
+    );
+    a.session_append("k", 1, &events(&[40, 50]), 15, 50)
+        .await
+        .expect("append");
+    assert_eq!(
+        a.session_read("k", 1, 0, 50).await.expect("read"),
+        SessionState::Overflowed
+    );
+    // Keys that expire with the idle time.
+    let ttl: i64 = server
+        .command(&["PTTL", "mcp-policy:ts:{k}:m"])
+        .and_then(|t| t.parse().ok())
+        .expect("ttl");
+    assert!(ttl > 23 * 3_600_000, "{ttl}");
+    // A session whose metadata vanished while its events stayed reads as evicted.
+    a.session_append("e", 1, &events(&[10]), 0, 10)
+        .await
+        .expect("append");
+    server.command(&["DEL", "mcp-policy:ts:{e}:m"]);
+    assert_eq!(
+        a.session_read("e", 1, 0, 20).await.expect("read"),
+        SessionState::Evicted
+    );
+}
+
+#[tokio::test]
+async fn one_decision_at_a_time_per_policy_session_across_replicas() {
+    let Some(server) = RedisServer::start() else {
+        return;
+    };
+    let a = replica(server.url(), Duration::from_secs(30));
+    let b = replica(server.url(), Duration::from_secs(30));
+    let held = a.session_lock("k").await.expect("lock");
+    assert!(server.command(&["GET", "mcp-policy:ts:{k}:l"]).is_some());
+    let waiting = tokio::spawn(async move { b.session_lock("k").await.map(|_| ()) });
+    for _ in 0..20 {
+        let _ = a.session_read("other", 1, 0, 0).await.expect("read");
+    }
+    assert!(
+        !waiting.is_finished(),
+        "the second replica entered a held session"
+    );
+    drop(held);
+    waiting.await.expect("task").expect("lock once released");
 }

@@ -80,6 +80,11 @@ fn app(mode: Mode, sse: bool) -> Router {
 /// Sends `body` through the layer with the capture's subscriber installed, reads the whole
 /// reply and drops it, so every span of the request has ended.
 fn exchange(capture: &Capture, app: Router, body: &Value) -> String {
+    exchange_with(capture, app, body, &[])
+}
+
+/// [`exchange`] with `extra` headers on the request.
+fn exchange_with(capture: &Capture, app: Router, body: &Value, extra: &[(&str, &str)]) -> String {
     // The session is opened first, as a client does: the layer serves it only to its opener.
     let initialize = axum::http::Request::post("/mcp")
         .header("content-type", "application/json")
@@ -88,13 +93,15 @@ fn exchange(capture: &Capture, app: Router, body: &Value) -> String {
             json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {}}).to_string(),
         ))
         .expect("request");
-    let request = axum::http::Request::post("/mcp")
+    let mut request = axum::http::Request::post("/mcp")
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
         .header("mcp-session-id", SESSION)
-        .header("mcp-protocol-version", "2025-06-18")
-        .body(Body::from(body.to_string()))
-        .expect("request");
+        .header("mcp-protocol-version", "2025-06-18");
+    for (name, value) in extra {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Body::from(body.to_string())).expect("request");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -329,4 +336,30 @@ fn log_only_list_span_records_what_would_be_removed() {
     let reply = exchange(&capture, app(Mode::LogOnly, false), &list());
     assert!(reply.contains("delete_order"), "not filtered: {reply}");
     assert_list_spans(&capture.spans(), "LOG_ONLY");
+}
+
+#[test]
+fn temporal_conditions_are_on_the_authorize_action_span() {
+    let policies = format!(
+        "{POLICIES}\n@id(\"no_refund_after_a_refund\")\nforbid(principal, action == AgentCore::Action::\"RefundTool___process_refund\", resource)\n\
+         when temporal {{ formerly within 1m AgentCore::Action::\"RefundTool___process_refund\"::response{{ eventResource: resource }} }};"
+    );
+    let layer = PolicyLayer::new(refund_engine(&policies)).unauthenticated();
+    let (router, _recorder) = upstream_router(false);
+    let app = router.layer(layer);
+    let capture = Capture::new();
+    let header = [("x-amzn-bedrock-agentcore-policy-session-id", "s-1")];
+    let reply = exchange_with(&capture, app, &refund(5, 50.0), &header);
+    assert!(reply.contains(r#""isError":false"#), "allowed: {reply}");
+    let spans = capture.spans();
+    let authorize = only(&spans, "AuthorizeAction");
+    attr_is(authorize, "policy.temporal.evaluation_invoked", "true");
+    attr_is(authorize, "policy.temporal.session_id", "s-1");
+    attr_is(
+        authorize,
+        "policy.temporal.conditions",
+        "c0=false(no_refund_after_a_refund)",
+    );
+    assert!(attr(authorize, "policy.temporal.latency_ms").is_some());
+    assert!(attr(authorize, "policy.temporal.event_timestamp_ns").is_some());
 }

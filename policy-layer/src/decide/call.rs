@@ -14,7 +14,12 @@ use crate::record::CallRecord;
 use crate::{reply, telemetry};
 
 /// AuthorizeAction for one tools/call.
-pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdict {
+pub(super) fn call(
+    exchange: &Exchange,
+    message: &Message,
+    id: &Value,
+    session: &mut super::temporal::Session,
+) -> Verdict {
     let Some(params) = message.params() else {
         return Verdict::Answer(reply::jsonrpc_error(
             id,
@@ -36,13 +41,24 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
     let snapshot = exchange.snapshot.as_deref();
     let identity = &*exchange.identity;
     let arguments = message.arguments();
+    let now = exchange.now();
     let drift = snapshot.and_then(|s| s.pin_drift(tool));
-    let result = match (snapshot, &drift) {
-        (_, Some(drift)) => Ok(unpinned(tool, drift)),
-        (Some(snapshot), None) => {
-            snapshot.authorize_json_at(identity, tool, arguments, exchange.now())
+    // The temporal conditions of the tool, evaluated over the session (`docs/temporal.md`);
+    // not for a tool that does not match its pin, which is denied whatever they say.
+    let temporal = drift
+        .is_none()
+        .then(|| session.values(identity, tool, id, arguments, now.unix_millis()))
+        .flatten();
+    let result = match (snapshot, &drift, &temporal) {
+        (_, Some(drift), _) => Ok(unpinned(tool, drift)),
+        (Some(snapshot), None, None) => snapshot.authorize_json_at(identity, tool, arguments, now),
+        (Some(snapshot), None, Some(evaluated)) => {
+            for (c, error) in evaluated.values.errors() {
+                tracing::warn!(condition = c, %error, "temporal condition could not be evaluated; its clause fails closed");
+            }
+            snapshot.authorize_temporal_at(identity, tool, arguments, now, &evaluated.values)
         }
-        (None, None) => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
+        (None, None, _) => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
     };
     telemetry::record_decision(
         &span,
@@ -51,6 +67,7 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
         ActionRef::Tool(tool),
         result.as_ref(),
     );
+    telemetry::record_temporal(&span, snapshot, temporal.as_ref());
     let answer = match (&drift, &result) {
         // A tool that does not match its pin is refused in every mode: LOG_ONLY trials
         // policies, not tools.
@@ -63,6 +80,14 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
         )),
         _ => reply::for_call(id, result.as_ref(), settings, exchange.marking()),
     };
+    session.decided(
+        identity,
+        tool,
+        id,
+        arguments,
+        now.unix_millis(),
+        answer.is_none(),
+    );
     let observer = exchange.observer();
     if observer.enabled() {
         let (principal, action) = match snapshot {
@@ -82,6 +107,7 @@ pub(super) fn call(exchange: &Exchange, message: &Message, id: &Value) -> Verdic
             request_id: id,
             outcome: result.as_ref(),
             arguments,
+            temporal: temporal.as_ref().map(|t| t.record(snapshot)),
             forwarded: answer.is_none(),
             latency: started.elapsed(),
         });

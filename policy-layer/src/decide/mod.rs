@@ -11,6 +11,7 @@ mod call;
 pub(crate) mod invoke;
 mod prompt;
 mod resource;
+pub(crate) mod temporal;
 
 use std::time::Instant;
 
@@ -32,8 +33,13 @@ pub(crate) enum Verdict {
     Answer(String),
 }
 
-/// Decides one message.
-pub(crate) fn decide(exchange: &Exchange, message: &Message) -> Verdict {
+/// Decides one message; a tools/call with the request's policy `session` (its temporal
+/// conditions and events).
+pub(crate) fn decide(
+    exchange: &Exchange,
+    message: &Message,
+    session: &mut temporal::Session,
+) -> Verdict {
     let Some(method) = message.method() else {
         // A response to one of the server's requests: the server asked for it.
         return Verdict::Forward;
@@ -60,7 +66,7 @@ pub(crate) fn decide(exchange: &Exchange, message: &Message) -> Verdict {
         ));
     };
     match method {
-        "tools/call" => call::call(exchange, message, id),
+        "tools/call" => call::call(exchange, message, id, session),
         "resources/read" => resource::read(exchange, message, id),
         "prompts/get" => prompt::get(exchange, message, id),
         _ => complete(exchange, message, id),
@@ -171,6 +177,7 @@ pub(crate) fn authorize_fixed(
             request_id,
             outcome: result.as_ref(),
             arguments: params,
+            temporal: None,
             forwarded,
             latency: started.elapsed(),
         });

@@ -136,6 +136,27 @@ impl Snapshot {
         Ok(self.decide(identity, ActionRef::Tool(tool), context)?)
     }
 
+    /// [`authorize_json_at`](Self::authorize_json_at) with the values of the call's temporal
+    /// conditions as `context.temporal` (`docs/temporal.md`): a condition without a value is
+    /// absent, and its rewritten clause fails closed.
+    ///
+    /// # Errors
+    /// As [`authorize_json`](Self::authorize_json).
+    pub fn authorize_temporal_at(
+        &self,
+        identity: &Identity,
+        tool: &str,
+        arguments: Option<&str>,
+        now: Timestamp,
+        temporal: &crate::temporal::TemporalValues,
+    ) -> Result<Outcome, AuthorizeError> {
+        let input_type = self.input_type(tool);
+        let system = values::system(now).map_err(EngineError::Request)?;
+        let input = TypedInput::from_json(arguments, input_type)?.into_value();
+        let context = values::context_with_temporal(input, system, temporal.to_cedar());
+        Ok(self.decide(identity, ActionRef::Tool(tool), context)?)
+    }
+
     /// Decides a request of another governed capability (`ReadResource`, ...) by `identity`
     /// with its context (`model/params.rs`).
     ///

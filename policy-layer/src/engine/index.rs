@@ -244,8 +244,8 @@ impl PolicyIndex {
 }
 
 /// Whether `policy` may read `context` other than through `context.input` (`context.system`,
-/// or the whole record): every use of `context` is counted, and those that name `input`
-/// subtracted. Conservative: a policy that passes `context` whole counts as reading it.
+/// or the whole record): every use of `context` is counted, and those that name `input` (or
+/// `temporal`, a temporal condition's value, unknown to a list) subtracted. Conservative: a policy that passes `context` whole counts as reading it.
 fn reads_system(policy: &cedar_policy::Policy) -> bool {
     use cedar_policy_core::ast::{ExprKind, Var};
     let is_context =
@@ -256,7 +256,7 @@ fn reads_system(policy: &cedar_policy::Policy) -> bool {
         match e.expr_kind() {
             ExprKind::Var(Var::Context) => uses += 1,
             ExprKind::GetAttr { expr, attr } | ExprKind::HasAttr { expr, attr }
-                if is_context(expr) && attr == "input" =>
+                if is_context(expr) && (attr == "input" || attr == "temporal") =>
             {
                 input += 1;
             }

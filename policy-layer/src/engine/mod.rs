@@ -18,8 +18,20 @@ pub use authorize::{AuthorizeError, EngineError, Outcome};
 pub use index::{PolicyIndex, ToolPolicies};
 pub use partial::{Lister, Listing};
 pub use policies::{
-    Enforcement, LoadError, LoadErrors, LoadedPolicies, LoadedPolicy, PolicySource, Position, load,
+    Enforcement, LoadError, LoadErrors, LoadedPolicies, LoadedPolicy, PolicySource, Position,
 };
+
+/// Parses every source (plain Cedar and temporal policies, `docs/temporal.md`), gives each
+/// policy its stable id and checks ids are unique. A temporal block is rewritten into a plain
+/// clause reading `context.temporal.c<N>`, its condition kept in
+/// [`LoadedPolicies::temporal`]; a file without one loads exactly as plain Cedar.
+///
+/// # Errors
+/// [`LoadErrors`] listing every parse error (with the original file, line and column),
+/// duplicate id and unsupported policy found.
+pub fn load(sources: &[PolicySource]) -> Result<LoadedPolicies, LoadErrors> {
+    crate::temporal::load(sources).map(crate::temporal::Loaded::into_policies)
+}
 
 pub use analyze::{Budget, Solver};
 pub use validate::{Finding, FindingKind, Refused, Report};
@@ -51,6 +63,8 @@ pub struct Snapshot {
     catalog: Arc<ToolCatalog>,
     policies: Arc<LoadedPolicies>,
     index: PolicyIndex,
+    /// The temporal conditions, indexed by tool (empty without temporal policies).
+    temporal: crate::temporal::TemporalPolicies,
     generation: u64,
     /// Each recent caller's list answers by index class (`partial.rs`); a new snapshot
     /// starts empty, so nothing outlives the policies it was decided by.
@@ -72,11 +86,13 @@ impl Snapshot {
         generation: u64,
     ) -> Self {
         let index = PolicyIndex::build(&policies, &model, &catalog);
+        let temporal = crate::temporal::TemporalPolicies::of(&policies, &model);
         Self {
             model,
             catalog,
             policies,
             index,
+            temporal,
             generation,
             listings: quick_cache::sync::Cache::new(LISTING_CALLERS),
             pins: None,
@@ -117,6 +133,12 @@ impl Snapshot {
     #[must_use]
     pub fn index(&self) -> &PolicyIndex {
         &self.index
+    }
+
+    /// The temporal conditions of the policies, indexed by tool.
+    #[must_use]
+    pub fn temporal(&self) -> &crate::temporal::TemporalPolicies {
+        &self.temporal
     }
 
     /// A number that grows with every swap, for logs and metrics.
@@ -198,10 +220,49 @@ impl Inputs {
             .as_ref()
             .map(|s| {
                 let model = ActionModel::with_catalog(self.model.clone(), &self.catalog);
-                validate::validate(policies, s, &model).findings
+                let (schema, mut findings) = with_temporal(s, policies, &model, &self.catalog);
+                findings.extend(validate::validate(policies, &schema, &model).findings);
+                findings
             })
             .unwrap_or_default()
     }
+}
+
+/// The schema `policies` are validated against, and the findings of their temporal
+/// conditions: with temporal conditions, every action's context declares
+/// `context.temporal` (else the strict validator takes the rewritten clauses for
+/// impossible), and the conditions are checked against the tools (`temporal/validate.rs`).
+fn with_temporal(
+    schema: &Arc<GatewaySchema>,
+    policies: &LoadedPolicies,
+    model: &ActionModel,
+    catalog: &ToolCatalog,
+) -> (Arc<GatewaySchema>, Vec<Finding>) {
+    if policies.temporal.is_empty() {
+        return (Arc::clone(schema), Vec::new());
+    }
+    let extended = match crate::temporal::schema::extend(schema, policies.temporal.len()) {
+        Ok(extended) => Arc::new(extended),
+        Err(e) => {
+            tracing::warn!(error = %e, "the schema could not declare context.temporal; temporal policies are validated without it");
+            Arc::clone(schema)
+        }
+    };
+    let loaded = crate::temporal::Loaded {
+        policies: policies.clone(),
+        conditions: policies.temporal.to_vec(),
+    };
+    let findings = crate::temporal::validate::validate(&loaded, model, catalog)
+        .into_iter()
+        .map(|f| Finding {
+            kind: FindingKind::Schema,
+            policy: f.policy_id,
+            at: Some(f.at),
+            message: f.message,
+            example: None,
+        })
+        .collect();
+    (extended, findings)
 }
 
 /// What checking a policy set needs, taken out of the lock (the analysis may take seconds).
@@ -223,16 +284,18 @@ impl Check {
             return Report::default();
         };
         let model = ActionModel::with_catalog(self.model.clone(), &self.catalog);
-        let validated = validate::validate(policies, schema, &model);
-        if !validated.findings.is_empty() || self.validation != Validation::FailOnAnyFindings {
+        let (schema, mut findings) = with_temporal(schema, policies, &model, &self.catalog);
+        let validated = validate::validate(policies, &schema, &model);
+        findings.extend(validated.findings);
+        if !findings.is_empty() || self.validation != Validation::FailOnAnyFindings {
             return Report {
-                findings: validated.findings,
+                findings,
                 ..Report::default()
             };
         }
         let analysis = analyze::analyze(
             policies,
-            schema,
+            &schema,
             &validated.impossible,
             &model,
             &self.catalog,

@@ -79,8 +79,11 @@ impl LoadedPolicy {
 /// Every loaded policy, in source order.
 #[derive(Debug, Clone, Default)]
 pub struct LoadedPolicies {
-    /// The policies.
+    /// The policies (temporal clauses rewritten to read `context.temporal`).
     pub policies: Vec<LoadedPolicy>,
+    /// The temporal conditions of those policies, indexed by id (`docs/temporal.md`); empty
+    /// when no policy has a `when temporal` block.
+    pub temporal: Arc<[crate::temporal::Condition]>,
 }
 
 impl LoadedPolicies {
@@ -179,7 +182,8 @@ pub(crate) fn write_lines<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[
     Ok(())
 }
 
-/// Parses every source, gives each policy its stable id and checks ids are unique.
+/// Parses every source as plain Cedar, gives each policy its stable id and checks ids are
+/// unique. [`crate::engine::load`] reads temporal blocks too and is what callers want.
 ///
 /// # Errors
 /// [`LoadErrors`] listing every parse error (with file, line and column), duplicate id and
@@ -260,7 +264,10 @@ pub fn load(sources: &[PolicySource]) -> Result<LoadedPolicies, LoadErrors> {
         }
     }
     if errors.is_empty() {
-        Ok(LoadedPolicies { policies })
+        Ok(LoadedPolicies {
+            policies,
+            temporal: Arc::from(Vec::new()),
+        })
     } else {
         Err(LoadErrors(errors))
     }

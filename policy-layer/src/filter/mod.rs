@@ -45,6 +45,9 @@ pub struct Rewrite {
     /// Where the answers to the server's denied requests go (`None`: nowhere, they are only
     /// dropped).
     pub(crate) server_answers: Option<ServerAnswers>,
+    /// Forwarded calls whose completion a temporal condition reads: recorded as their
+    /// answers pass (`decide/temporal.rs`).
+    pub(crate) completions: crate::decide::temporal::Completions,
 }
 
 impl std::fmt::Debug for Rewrite {
@@ -113,6 +116,7 @@ impl Rewrite {
             })),
             clock: Arc::new(crate::clock::SystemClock),
             limits: None,
+            session_store: None,
         };
         Self {
             lists,
@@ -126,6 +130,7 @@ impl Rewrite {
                 span: tracing::Span::none(),
             },
             server_answers,
+            completions: crate::decide::temporal::Completions::default(),
         }
     }
 }
@@ -140,6 +145,7 @@ impl Rewrite {
             batch: false,
             exchange,
             server_answers,
+            completions: crate::decide::temporal::Completions::default(),
         }
     }
 
@@ -149,7 +155,8 @@ impl Rewrite {
     /// name behind a `\u` escape. Anything else passes without being parsed.
     pub(crate) fn may_concern(&self, text: &str) -> bool {
         let govern = self.exchange.shared.engine.govern();
-        text.contains("tools")
+        !self.completions.is_empty()
+            || text.contains("tools")
             || text.contains("\\u")
             || (govern.governs(Capability::Resources) && text.contains("resource"))
             || (govern.governs(Capability::Prompts) && text.contains("prompts"))
@@ -172,6 +179,7 @@ impl Rewrite {
             // No client reads an answer from it; a list still waiting for one fails closed.
             return self.fail_pending();
         };
+        self.completions.observe(&value);
         let Value::Array(items) = &mut value else {
             return self.answer(&mut value);
         };
@@ -405,7 +413,9 @@ where
     };
     // A success body that is neither JSON nor an event stream is read as JSON all the same
     // (a lenient client might), and what is pending is answered.
-    let Some(body) = rewrite.json_body(&bytes, success) else {
+    let rewritten = rewrite.json_body(&bytes, success);
+    rewrite.completions.flush().await;
+    let Some(body) = rewritten else {
         return Response::from_parts(parts, PolicyBody::full(bytes));
     };
     parts.headers.remove(header::CONTENT_LENGTH);

@@ -153,6 +153,17 @@ pub fn context_with_system(input: Value, system: Value) -> Context {
     Context::from(ast::Context::Value(Arc::new(fields)))
 }
 
+/// The request context `{ input, system, temporal }` of a call with temporal conditions
+/// (`temporal` from `TemporalValues::to_cedar`).
+#[must_use]
+pub fn context_with_temporal(input: Value, system: Value, temporal: Value) -> Context {
+    let mut fields = BTreeMap::new();
+    fields.insert(SmolStr::new_static("input"), input);
+    fields.insert(SmolStr::new_static("system"), system);
+    fields.insert(SmolStr::new_static("temporal"), temporal);
+    Context::from(ast::Context::Value(Arc::new(fields)))
+}
+
 /// The name of the unknown that stands for `context.system.now` while a list is partially
 /// evaluated.
 pub const NOW_UNKNOWN: &str = "now";
@@ -179,6 +190,12 @@ pub fn partial_context(system: RestrictedExpr) -> Result<Context, String> {
             RestrictedExpr::unknown(Unknown::new_untyped("input")),
         ),
         (SmolStr::new_static("system"), system),
+        // A temporal condition's value depends on the session: unknown to a list, so a
+        // tool that a temporal permit may allow is listed (`docs/temporal.md`).
+        (
+            SmolStr::new_static("temporal"),
+            RestrictedExpr::unknown(Unknown::new_untyped("temporal")),
+        ),
     ];
     ast::Context::from_pairs(pairs, Extensions::all_available())
         .map(Context::from)

@@ -40,6 +40,7 @@ mod config;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
+mod session;
 
 use std::fmt;
 use std::time::Duration;
@@ -52,6 +53,10 @@ pub use config::{
 pub use memory::{MemorySettings, MemoryStore};
 #[cfg(feature = "redis")]
 pub use redis::{RedisSettings, RedisStore};
+pub use session::{
+    DEFAULT_MAX_EVENTS, DEFAULT_MAX_SESSIONS, LOCK_LEASE, SESSION_IDLE, SessionBounds, SessionLock,
+    SessionState,
+};
 
 /// How long a caller refused by an in-flight limit is told to wait: a slot frees whenever a
 /// call ends, which nobody can predict.
@@ -126,6 +131,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     backend: Backend,
+    /// Session locks in this process, and the session histories of the memory backend.
+    local: std::sync::Arc<session::Local>,
 }
 
 #[derive(Clone)]
@@ -151,6 +158,7 @@ impl Store {
     pub fn memory(settings: MemorySettings) -> Self {
         Self {
             backend: Backend::Memory(MemoryStore::new(settings)),
+            local: std::sync::Arc::default(),
         }
     }
 
@@ -164,6 +172,7 @@ impl Store {
     pub fn redis(settings: RedisSettings) -> Result<Self, StoreError> {
         Ok(Self {
             backend: Backend::Redis(RedisStore::new(settings)?),
+            local: std::sync::Arc::default(),
         })
     }
 
@@ -233,6 +242,7 @@ impl From<MemoryStore> for Store {
     fn from(store: MemoryStore) -> Self {
         Self {
             backend: Backend::Memory(store),
+            local: std::sync::Arc::default(),
         }
     }
 }
@@ -242,6 +252,7 @@ impl From<RedisStore> for Store {
     fn from(store: RedisStore) -> Self {
         Self {
             backend: Backend::Redis(store),
+            local: std::sync::Arc::default(),
         }
     }
 }

@@ -452,3 +452,220 @@ async fn release_all(
         }
     }
 }
+
+/// Reads a session. KEYS: its metadata hash, its events (sorted set). ARGV[1]: the
+/// fingerprint; ARGV[2]: the earliest time read (ms). Returns `{status}` or `{"live", events...}`.
+static SESSION_READ: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local fp = redis.call('HGET', KEYS[1], 'fp')
+if not fp then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return {'evicted'} end
+  return {'new'}
+end
+if redis.call('HGET', KEYS[1], 'over') == '1' then return {'overflowed'} end
+if fp ~= ARGV[1] then return {'changed'} end
+local out = {'live'}
+for _, e in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[2], '+inf')) do
+  out[#out + 1] = e
+end
+return out
+",
+    )
+});
+
+/// Appends events to a session. KEYS: metadata, events. ARGV: fingerprint, horizon (ms),
+/// idle expiry (ms), most events, then per event its time and its text (stored as
+/// `<sequence>|<text>` so equal events stay distinct). A session of another fingerprint, an
+/// overflowed one, or one whose metadata vanished is left as it is.
+static SESSION_APPEND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local fp = redis.call('HGET', KEYS[1], 'fp')
+if not fp then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+  redis.call('HSET', KEYS[1], 'fp', ARGV[1], 'seq', 0, 'over', 0)
+elseif fp ~= ARGV[1] then
+  return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if redis.call('HGET', KEYS[1], 'over') == '1' then return 0 end
+for i = 5, #ARGV, 2 do
+  local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+  redis.call('ZADD', KEYS[2], ARGV[i], seq .. '|' .. ARGV[i + 1])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[2])
+if redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'over', 1)
+  redis.call('DEL', KEYS[2])
+  return 0
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+",
+    )
+});
+
+/// Releases a session lock if this caller still holds it. KEYS[1]: the lock; ARGV[1]: the token.
+static SESSION_UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+",
+    )
+});
+
+/// A session's Redis lock; dropping it releases it (in the background; its lease frees it
+/// if that fails).
+pub(super) struct SessionLockKey {
+    connection: ConnectionManager,
+    key: String,
+    token: String,
+    timeout: Duration,
+}
+
+impl Drop for SessionLockKey {
+    fn drop(&mut self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let mut connection = self.connection.clone();
+        let key = std::mem::take(&mut self.key);
+        let token = std::mem::take(&mut self.token);
+        let timeout = self.timeout;
+        runtime.spawn(async move {
+            let mut invocation = SESSION_UNLOCK.prepare_invoke();
+            invocation.key(&key).arg(&token);
+            if !matches!(
+                tokio::time::timeout(timeout, invocation.invoke_async::<i64>(&mut connection))
+                    .await,
+                Ok(Ok(_))
+            ) {
+                tracing::warn!(
+                    "state store: releasing a session lock failed; its lease will free it"
+                );
+            }
+        });
+    }
+}
+
+impl RedisStore {
+    fn session_keys(&self, key: &str) -> (String, String) {
+        (
+            format!("{}ts:{{{key}}}:m", self.inner.prefix),
+            format!("{}ts:{{{key}}}:e", self.inner.prefix),
+        )
+    }
+
+    /// Takes session `key`'s lock (`SET NX PX`), retrying while another replica holds it, up
+    /// to the lease (a holder that died frees it by then).
+    pub(super) async fn session_lock(
+        &self,
+        key: &str,
+        lease: Duration,
+    ) -> Result<SessionLockKey, StoreError> {
+        let lock_key = format!("{}ts:{{{key}}}:l", self.inner.prefix);
+        let n = self.inner.sequence.fetch_add(1, Ordering::Relaxed);
+        let token = format!("{}:{n}", self.inner.replica);
+        let mut connection = self.connection();
+        let deadline = tokio::time::Instant::now() + lease + self.inner.timeout;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let taken: Option<String> = tokio::time::timeout(
+                self.inner.timeout,
+                redis::cmd("SET")
+                    .arg(&lock_key)
+                    .arg(&token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(millis(lease))
+                    .query_async(&mut connection),
+            )
+            .await
+            .map_err(|_| StoreError::Timeout(self.inner.timeout))?
+            .map_err(backend)?;
+            if taken.is_some() {
+                return Ok(SessionLockKey {
+                    connection,
+                    key: lock_key,
+                    token,
+                    timeout: self.inner.timeout,
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(StoreError::Timeout(lease));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(20));
+        }
+    }
+
+    pub(super) async fn session_read(
+        &self,
+        key: &str,
+        fingerprint: u64,
+        since_ms: i64,
+    ) -> Result<super::SessionState, StoreError> {
+        use super::SessionState;
+        let (meta, events) = self.session_keys(key);
+        let mut invocation = SESSION_READ.prepare_invoke();
+        invocation
+            .key(&meta)
+            .key(&events)
+            .arg(fingerprint.to_string())
+            .arg(since_ms);
+        let mut connection = self.connection();
+        let reply: Vec<String> =
+            tokio::time::timeout(self.inner.timeout, invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| StoreError::Timeout(self.inner.timeout))?
+                .map_err(backend)?;
+        let mut items = reply.into_iter();
+        match items.next().as_deref() {
+            Some("new") => Ok(SessionState::New),
+            Some("changed") => Ok(SessionState::Changed),
+            Some("evicted") => Ok(SessionState::Evicted),
+            Some("overflowed") => Ok(SessionState::Overflowed),
+            Some("live") => items
+                .map(|member| match member.split_once('|') {
+                    Some((_, event)) => Ok(event.to_owned()),
+                    None => Err(StoreError::UnexpectedReply(
+                        "a session event without its sequence".to_owned(),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(SessionState::Live),
+            other => Err(StoreError::UnexpectedReply(format!("{other:?}"))),
+        }
+    }
+
+    pub(super) async fn session_append(
+        &self,
+        key: &str,
+        fingerprint: u64,
+        events: &[(i64, String)],
+        horizon_ms: i64,
+        bounds: super::SessionBounds,
+    ) -> Result<(), StoreError> {
+        let (meta, stored) = self.session_keys(key);
+        let mut invocation = SESSION_APPEND.prepare_invoke();
+        invocation
+            .key(&meta)
+            .key(&stored)
+            .arg(fingerprint.to_string())
+            .arg(horizon_ms)
+            .arg(millis(bounds.idle))
+            .arg(bounds.max_events);
+        for (t, e) in events {
+            invocation.arg(*t).arg(e);
+        }
+        let mut connection = self.connection();
+        let _: i64 =
+            tokio::time::timeout(self.inner.timeout, invocation.invoke_async(&mut connection))
+                .await
+                .map_err(|_| StoreError::Timeout(self.inner.timeout))?
+                .map_err(backend)?;
+        Ok(())
+    }
+}

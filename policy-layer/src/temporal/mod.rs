@@ -103,7 +103,7 @@ pub fn load(sources: &[PolicySource]) -> Result<Loaded, LoadErrors> {
         return Err(LoadErrors(errors));
     }
     let plain: Vec<PolicySource> = rewritten.iter().map(|(s, _)| s.clone()).collect();
-    let policies = crate::engine::load(&plain).map_err(|LoadErrors(es)| {
+    let policies = crate::engine::policies::load(&plain).map_err(|LoadErrors(es)| {
         LoadErrors(
             es.into_iter()
                 .map(|e| remap(e, sources, &rewritten))
@@ -156,6 +156,16 @@ pub fn load(sources: &[PolicySource]) -> Result<Loaded, LoadErrors> {
         policies,
         conditions,
     })
+}
+
+impl Loaded {
+    /// The policies with their conditions, as the engine holds them.
+    #[must_use]
+    pub fn into_policies(self) -> LoadedPolicies {
+        let mut policies = self.policies;
+        policies.temporal = Arc::from(self.conditions);
+        policies
+    }
 }
 
 /// A Cedar parse error of the rewritten text, pointed at the original text.
@@ -213,7 +223,21 @@ impl TemporalPolicies {
     /// policies whose action scope can match it.
     #[must_use]
     pub fn new(loaded: &Loaded, model: &ActionModel) -> Self {
-        let conditions = loaded.conditions.clone();
+        Self::build(&loaded.policies, &loaded.conditions, model)
+    }
+
+    /// The conditions a loaded policy set carries ([`LoadedPolicies::temporal`]), indexed for
+    /// the tools of `model`; empty (and free) when there are none.
+    #[must_use]
+    pub fn of(policies: &LoadedPolicies, model: &ActionModel) -> Self {
+        if policies.temporal.is_empty() {
+            return Self::default();
+        }
+        Self::build(policies, &policies.temporal, model)
+    }
+
+    fn build(policies: &LoadedPolicies, conditions: &[Condition], model: &ActionModel) -> Self {
+        let conditions = conditions.to_vec();
         let by_policy: BTreeMap<&str, Vec<usize>> =
             conditions.iter().fold(BTreeMap::new(), |mut m, c| {
                 m.entry(c.policy_id.as_str()).or_default().push(c.id);
@@ -222,7 +246,7 @@ impl TemporalPolicies {
         let mut any: BTreeSet<usize> = BTreeSet::new();
         let mut tools: HashMap<String, BTreeSet<usize>> = HashMap::new();
         let mut groups: HashMap<String, BTreeSet<usize>> = HashMap::new();
-        for policy in &loaded.policies.policies {
+        for policy in &policies.policies {
             let Some(ids) = by_policy.get(policy.id()) else {
                 continue;
             };

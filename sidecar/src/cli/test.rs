@@ -8,11 +8,25 @@
 //!   expect: ALLOW                                # ALLOW, DENY (or ERROR: input rejected)
 //!   determining: [refund.0]                      # optional: the determining policy ids
 //!   now: 2025-01-15T10:00:00Z                    # optional: context.system.now (RFC 3339)
+//! - name: the fourth transfer in five minutes is denied
+//!   tool: transfer_funds
+//!   input: { toAccount: ACC-1, amount: 100 }
+//!   events:                                      # optional: the policy session's prior events
+//!     - { tool: transfer_funds, kind: request, ago: 4m, input: { toAccount: ACC-1, amount: 100 } }
+//!     - { tool: get_account_balance, kind: response, ago: 10m,
+//!         input: { customerId: C1 }, output: { accountId: ACC-1 } }
+//!   expect: DENY
 //! - name: the readme is public
 //!   method: resources/read                       # instead of `tool`: a governed capability
 //!   input: { uri: "docs://readme" }              # the request's params
 //!   expect: ALLOW
 //! ```
+//!
+//! `events` are the case's policy session so far, for temporal policies (`docs/temporal.md`):
+//! each names its tool, its kind (`request`, `response` or `error`), how long before the case
+//! it happened (`ago`: `30s`, `5m`, `1h`; default `0s`), its input and, for a response, the
+//! tool's `structuredContent` (`output`). They are the caller's own events; the case itself is
+//! the current request.
 //!
 //! A case without `now` is decided at the current time; when the policies of its tool read
 //! `context.system`, a warning says the case depends on when it runs.
@@ -26,11 +40,14 @@
 use std::fmt;
 use std::io::Write;
 use std::path::Path;
+use std::time::Duration;
 
 use policy_layer::auth::{Identity, PrincipalKind};
 use policy_layer::config::Validation;
 use policy_layer::engine::{Enforcement, Snapshot};
+use policy_layer::model::tools::InputType;
 use policy_layer::model::{Govern, McpAction};
+use policy_layer::temporal::{self, EventKind, SessionId, TemporalValues};
 use policy_layer::{Clock, SystemClock, Timestamp};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -158,6 +175,60 @@ pub struct Case {
     /// `context.system.now`, RFC 3339; absent: the current time.
     #[serde(default, deserialize_with = "timestamp")]
     pub now: Option<Timestamp>,
+    /// The policy session's earlier events (temporal policies).
+    #[serde(default)]
+    pub events: Vec<PriorEvent>,
+}
+
+/// One earlier event of a case's policy session.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriorEvent {
+    /// The tool called.
+    pub tool: String,
+    /// `request`, `response` or `error`.
+    #[serde(deserialize_with = "event_kind")]
+    pub kind: EventKind,
+    /// How long before the case: `30s`, `5m`, `1h`, `1d` (default: at the same time).
+    #[serde(default, deserialize_with = "ago")]
+    pub ago: Duration,
+    /// The call's arguments.
+    #[serde(default)]
+    pub input: Option<Value>,
+    /// The tool's `structuredContent` (a response).
+    #[serde(default)]
+    pub output: Option<Value>,
+}
+
+fn event_kind<'de, D: serde::Deserializer<'de>>(d: D) -> Result<EventKind, D::Error> {
+    let text = String::deserialize(d)?;
+    EventKind::parse(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!(
+            "event kind `{text}`: use request, response or error"
+        ))
+    })
+}
+
+fn ago<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let bad = || {
+        serde::de::Error::custom(format!(
+            "ago `{text}`: write a whole number and s, m, h or d (`30s`, `5m`)"
+        ))
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(seconds)
+        .map(Duration::from_secs)
+        .ok_or_else(bad)
 }
 
 fn timestamp<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
@@ -284,7 +355,13 @@ pub fn decide(snapshot: &Snapshot, case: &Case) -> Got {
     let identity = identity(case.claims.as_ref());
     let now = case.now.unwrap_or_else(|| SystemClock.now());
     let decided = match case.called(Govern::all()) {
-        Ok(Called::Tool(tool)) => snapshot.authorize_at(&identity, tool, case.input.as_ref(), now),
+        Ok(Called::Tool(tool)) => match session_values(snapshot, case, &identity, tool, now) {
+            Some(values) => {
+                let text = case.input.as_ref().map(Value::to_string);
+                snapshot.authorize_temporal_at(&identity, tool, text.as_deref(), now, &values)
+            }
+            None => snapshot.authorize_at(&identity, tool, case.input.as_ref(), now),
+        },
         Ok(Called::Mcp(action)) => {
             snapshot.authorize_params_at(&identity, action, case.input.as_ref(), now)
         }
@@ -316,6 +393,68 @@ pub fn decide(snapshot: &Snapshot, case: &Case) -> Got {
             error: Some(e.to_string()),
         },
     }
+}
+
+/// The values of the temporal conditions of a call of `tool` over the case's `events`, as
+/// the layer computes them over a session's history; `None` when no temporal policy of the
+/// tool has conditions.
+fn session_values(
+    snapshot: &Snapshot,
+    case: &Case,
+    identity: &Identity,
+    tool: &str,
+    now: Timestamp,
+) -> Option<TemporalValues> {
+    let conditions = snapshot.temporal();
+    let ids = conditions.for_tool(tool);
+    if ids.is_empty() {
+        return None;
+    }
+    let model = snapshot.model();
+    let typed = |tool: &str, input: Option<&Value>| {
+        let ty = snapshot
+            .catalog()
+            .get(tool)
+            .map_or(&InputType::Untyped, |t| &t.input);
+        let empty = Value::Object(Map::new());
+        temporal::Value::from_json(input.unwrap_or(&empty), ty)
+    };
+    let now_ms = now.unix_millis();
+    let mut history: Vec<temporal::Event> = case
+        .events
+        .iter()
+        .map(|e| {
+            let ago = i64::try_from(e.ago.as_millis()).unwrap_or(i64::MAX);
+            temporal::call_event(
+                conditions,
+                model,
+                identity,
+                &e.tool,
+                e.kind,
+                now_ms.saturating_sub(ago),
+                None,
+                typed(&e.tool, e.input.as_ref()),
+                e.output.as_ref(),
+            )
+        })
+        .collect();
+    history.sort_by_key(|e| e.time_ms);
+    let current = temporal::call_event(
+        conditions,
+        model,
+        identity,
+        tool,
+        EventKind::Request,
+        now_ms,
+        None,
+        typed(tool, case.input.as_ref()),
+        None,
+    );
+    let session = SessionId::parse(b"policy-sidecar-test").ok()?;
+    let facts = temporal::request_facts(model, identity, current.input.clone(), &session);
+    let horizon = now_ms.saturating_sub(conditions.max_window_ms());
+    let from = history.partition_point(|e| e.time_ms < horizon);
+    Some(conditions.evaluate(ids, &history[from..], &current, &facts))
 }
 
 /// Whether `got` is what `case` expects; `Err` holds the report line's explanation.
@@ -595,5 +734,65 @@ mod tests {
         std::fs::write(&file, "- name: a\n  tool: t\n  expect: MAYBE\n").expect("write");
         let err = read_cases(&file).expect_err("bad").to_string();
         assert!(err.contains("line 3"), "{err}");
+    }
+
+    #[test]
+    fn events_give_a_case_its_policy_session() {
+        let engine = PolicyEngine::from_sources(
+            ModelConfig {
+                target: "RefundTool".into(),
+                ..ModelConfig::default()
+            },
+            &[PolicySource::new(
+                "refund.cedar",
+                r#"@id("refunds") permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource);
+                   @id("one-refund-a-minute") forbid(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+                   when temporal { formerly within 1m AgentCore::Action::"RefundTool___process_refund"::response{ eventResource: resource } };"#,
+            )],
+        )
+        .expect("loads");
+        let snapshot = engine.snapshot().expect("snapshot");
+        let decided = |events: &str| {
+            let case = cases_one(&format!(
+                "- {{name: a, tool: process_refund, input: {{amount: 5}}, expect: ALLOW, events: [{events}]}}"
+            ));
+            decide(&snapshot, &case).decision
+        };
+        assert_eq!(decided(""), Expect::Allow);
+        assert_eq!(
+            decided("{tool: process_refund, kind: response, ago: 30s, input: {amount: 5}}"),
+            Expect::Deny
+        );
+        assert_eq!(
+            decided("{tool: process_refund, kind: response, ago: 2m}"),
+            Expect::Allow
+        );
+        // A request alone is not a response.
+        assert_eq!(
+            decided("{tool: process_refund, kind: request, ago: 30s}"),
+            Expect::Allow
+        );
+    }
+
+    #[test]
+    fn event_kinds_and_ages_are_checked_when_cases_are_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("bad.yaml");
+        for (bad, says) in [
+            ("{tool: t, kind: reply}", "use request, response or error"),
+            (
+                "{tool: t, kind: request, ago: 5 minutes}",
+                "ago `5 minutes`",
+            ),
+            ("{tool: t, kind: request, ago: 5}", "ago `5`"),
+        ] {
+            std::fs::write(
+                &file,
+                format!("- {{name: a, tool: t, expect: DENY, events: [{bad}]}}\n"),
+            )
+            .expect("write");
+            let err = read_cases(&file).expect_err("bad").to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 }

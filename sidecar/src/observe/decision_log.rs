@@ -240,6 +240,13 @@ impl<'a> Head<'a> {
     }
 }
 
+/// The temporal part of a call's line.
+#[derive(Serialize)]
+struct TemporalField<'a> {
+    session_id: &'a str,
+    conditions: &'a str,
+}
+
 #[derive(Serialize)]
 struct CallLine<'a> {
     #[serde(flatten)]
@@ -253,6 +260,9 @@ struct CallLine<'a> {
     action: &'a str,
     request_id: &'a Value,
     decision: &'static str,
+    /// What the call's temporal conditions came to (`docs/temporal.md`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temporal: Option<TemporalField<'a>>,
     forwarded: bool,
     latency_us: u64,
     determining_policies: &'a [String],
@@ -359,6 +369,10 @@ fn call_line<'a>(
         action: &record.action,
         request_id: record.request_id,
         decision: record.decision(),
+        temporal: record.temporal.as_ref().map(|t| TemporalField {
+            session_id: &t.session,
+            conditions: &t.conditions,
+        }),
         forwarded: record.forwarded,
         latency_us: micros(record.latency),
         determining_policies: determining,
@@ -510,6 +524,10 @@ impl DecisionObserver for Observer {
     fn on_auth_failure(&self, reason: &'static str) {
         self.metrics.jwt_failure(reason);
     }
+
+    fn on_policy_session_refused(&self, reason: &'static str) {
+        self.metrics.session_refusal(reason);
+    }
 }
 
 #[cfg(test)]
@@ -534,6 +552,7 @@ mod tests {
             request_id: id,
             outcome: Ok(outcome),
             arguments: Some(args),
+            temporal: None,
             forwarded: false,
             latency: Duration::from_micros(42),
         }

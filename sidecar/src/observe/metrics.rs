@@ -91,6 +91,8 @@ pub struct Metrics {
     limits: Gauge,
     store_up: Gauge,
     test_clock: Gauge,
+    temporal_evaluation: Histogram,
+    session_refusals: Family<ReasonLabels, Counter>,
 }
 
 /// The label values handed out so far for one label, at most `limit` of them.
@@ -243,6 +245,21 @@ impl Metrics {
             "1 when context.system.now is read from the test clock file (MCP_POLICY_TEST_CLOCK_FILE), never in production",
             test_clock.clone(),
         );
+        // 1 us .. about 16 ms.
+        let temporal_evaluation = Histogram::new(exponential_buckets(0.000_001, 2.0, 15));
+        registry.register(
+            "mcp_policy_temporal_evaluation_seconds",
+            "Time spent evaluating the temporal conditions of one tools/call over its policy \
+             session (AgentCore's TemporalLatency)",
+            temporal_evaluation.clone(),
+        );
+        let session_refusals = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "mcp_policy_session_refusals",
+            "Requests refused because their policy session cannot be decided, by reason \
+             (changed, evicted, overflowed: 409; store_unavailable: 503)",
+            session_refusals.clone(),
+        );
         Self {
             registry,
             decisions,
@@ -264,6 +281,8 @@ impl Metrics {
             limits,
             store_up,
             test_clock,
+            temporal_evaluation,
+            session_refusals,
         }
     }
 
@@ -278,6 +297,10 @@ impl Metrics {
             record.method
         };
         self.decision(record.decision(), mode, label, record.latency);
+        if let Some(temporal) = &record.temporal {
+            self.temporal_evaluation
+                .observe(temporal.latency.as_secs_f64());
+        }
         if let Ok(outcome) = record.outcome
             && !outcome.allowed()
         {
@@ -332,6 +355,15 @@ impl Metrics {
                 .get_or_create(&ResultLabels { result: "error" })
                 .inc();
         }
+    }
+
+    /// Counts a request refused for its policy session.
+    pub fn session_refusal(&self, reason: &str) {
+        self.session_refusals
+            .get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a request refused by authentication.
@@ -562,6 +594,7 @@ mod tests {
             request_id: &Value::Null,
             outcome,
             arguments: None,
+            temporal: None,
             forwarded: false,
             latency: Duration::from_micros(12),
         }
@@ -576,6 +609,14 @@ mod tests {
         metrics.upstream(Some(200));
         metrics.upstream(None);
         metrics.jwt_failure("expired");
+        metrics.session_refusal("changed");
+        let mut temporal = call(Mode::Enforce, "transfer_funds", Ok(&denied));
+        temporal.temporal = Some(policy_layer::TemporalRecord {
+            session: "s-1".to_owned(),
+            conditions: "c0=true(p)".to_owned(),
+            latency: Duration::from_micros(3),
+        });
+        metrics.call(&temporal);
         metrics.list(3, 1, false);
         metrics.throttled("refunds-per-user", "exceeded");
         metrics.store_error("deny");
@@ -584,14 +625,17 @@ mod tests {
         let text = metrics.encode();
         for line in [
             r#"mcp_policy_decisions_total{decision="DENY",mode="ENFORCE",tool="process_refund"} 1"#,
-            r#"mcp_policy_denials_total{mode="ENFORCE",policy="_no_permit"} 1"#,
+            r#"mcp_policy_decisions_total{decision="DENY",mode="ENFORCE",tool="transfer_funds"} 1"#,
+            r#"mcp_policy_denials_total{mode="ENFORCE",policy="_no_permit"} 2"#,
             r#"mcp_policy_reloads_total{result="failure"} 1"#,
             "mcp_policy_last_reload_successful 0",
             r#"mcp_policy_upstream_responses_total{status="200"} 1"#,
             r#"mcp_policy_upstream_responses_total{status="error"} 1"#,
             r#"mcp_policy_jwt_failures_total{reason="expired"} 1"#,
             r#"mcp_policy_list_filtered_tools_total{result="allowed"} 3"#,
-            "mcp_policy_evaluation_seconds_count 1",
+            "mcp_policy_evaluation_seconds_count 2",
+            "mcp_policy_temporal_evaluation_seconds_count 1",
+            r#"mcp_policy_session_refusals_total{reason="changed"} 1"#,
             r#"mcp_policy_rate_limited_calls_total{limit="refunds-per-user",cause="exceeded"} 1"#,
             r#"mcp_policy_rate_limit_store_errors_total{on_error="deny"} 1"#,
             r#"mcp_policy_rate_limit_reloads_total{result="success"} 1"#,

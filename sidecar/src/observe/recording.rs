@@ -350,6 +350,7 @@ mod tests {
             arguments: Some(r#"{"amount": 500}"#),
             forwarded: true,
             latency: Duration::from_micros(5),
+            temporal: None,
         };
         CALLER
             .scope(Some(Arc::new(alice())), async { recording.call(&record) })

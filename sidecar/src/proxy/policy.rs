@@ -52,6 +52,7 @@ pub async fn layer(
     let mut layer = PolicyLayer::new(parts.engine)
         .settings(config.policy.layer.clone())
         .observer(parts.observer)
+        .session_store(parts.limits.store().clone())
         .rate_limits(parts.limits)
         .clock(parts.clock)
         .allowed_origins(listen.origins(bound).map_err(LayerSetupError::Listen)?)

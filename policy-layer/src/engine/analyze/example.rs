@@ -105,6 +105,7 @@ impl Replay {
                 self.model.clone(),
                 Arc::new(LoadedPolicies {
                     policies: vec![(*permit).clone()],
+                    temporal: Arc::clone(&self.enforced.policies().temporal),
                 }),
                 Arc::clone(&self.catalog),
                 0,
