@@ -180,6 +180,7 @@ enum Skip {
     ArgumentsRedacted,
     NoTime,
     ListFailed,
+    Temporal,
 }
 
 impl Skip {
@@ -202,6 +203,9 @@ impl Skip {
             }
             Self::NoTime => "no valid time",
             Self::ListFailed => "a list that failed (nothing was filtered)",
+            Self::Temporal => {
+                "a call of a tool that temporal policies decide (its session's history is not recorded): not replayed"
+            }
         }
     }
 }
@@ -619,6 +623,9 @@ impl<'s> Replay<'s> {
             .as_deref()
             .and_then(|t| Timestamp::parse_rfc3339(t).ok())
             .ok_or(Skip::NoTime)?;
+        if !self.snapshot.temporal().for_tool(tool).is_empty() {
+            return Err(Skip::Temporal);
+        }
         let (who, identity) = self.identity(entry)?;
         let reads_system = self.snapshot.index().for_tool(tool).reads_system;
         self.key.clear();
