@@ -457,6 +457,18 @@ impl Sidecar {
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .collect()
     }
+
+    /// The decision-log lines that `keep` selects, once there are at least `count` of them: the
+    /// log is written in batches (every 50 ms), so a line may trail the answer it records.
+    pub async fn logged(&self, count: usize, keep: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let selected =
+            || -> Vec<Value> { self.decisions().into_iter().filter(|d| keep(d)).collect() };
+        eventually(&format!("{count} matching decision-log lines"), || async {
+            selected().len() >= count
+        })
+        .await;
+        selected()
+    }
 }
 
 /// Runs `policy-sidecar <args>` to completion: exit code, stdout, stderr.

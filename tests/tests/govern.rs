@@ -613,9 +613,8 @@ async fn every_governed_capability_is_decided_in_event_streams_and_json() {
             "{mode}: the server got the sidecar's three answers: {received:?}"
         );
 
-        // Every decision is in the decision log, by method.
-        let decisions = sidecar.decisions();
-        for kind in [
+        // Every decision is in the decision log, by method (written in batches: wait for it).
+        let kinds = [
             "resources/read",
             "prompts/get",
             "completion/complete",
@@ -625,12 +624,18 @@ async fn every_governed_capability_is_decided_in_event_streams_and_json() {
             "invoke",
             "resources/list",
             "prompts/list",
-        ] {
-            assert!(
-                decisions.iter().any(|d| d["kind"] == kind),
-                "{mode}: no {kind} line"
-            );
-        }
+        ];
+        eventually(
+            &format!("{mode}: a decision-log line of every kind"),
+            || async {
+                let decisions = sidecar.decisions();
+                kinds
+                    .iter()
+                    .all(|kind| decisions.iter().any(|d| d["kind"] == *kind))
+            },
+        )
+        .await;
+        let decisions = sidecar.decisions();
         assert!(
             decisions
                 .iter()
@@ -695,18 +700,7 @@ when { context.sourceIp == ip("10.0.0.66") };
         body["error"]["message"],
         "Gateway invocation not allowed due to policy enforcement [Policy evaluation denied due to not_the_kiosk]"
     );
-    // The decision log is written in batches (every 50 ms): wait for the third line.
-    eventually("three invocations logged", || async {
-        sidecar
-            .decisions()
-            .iter()
-            .filter(|d| d["kind"] == "invoke")
-            .count()
-            == 3
-    })
-    .await;
-    let decisions = sidecar.decisions();
-    let invocations: Vec<&Value> = decisions.iter().filter(|d| d["kind"] == "invoke").collect();
+    let invocations = sidecar.logged(3, |d| d["kind"] == "invoke").await;
     assert_eq!(invocations.len(), 3);
     assert_eq!(invocations[2]["decision"], "DENY");
 }

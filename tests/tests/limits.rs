@@ -397,11 +397,7 @@ async fn per_user_and_per_tool_limits_throttle_with_the_exact_error() {
             "mcp_policy_rate_limits_loaded 2",
         ])
         .await;
-    let throttled: Vec<Value> = sidecar
-        .decisions()
-        .into_iter()
-        .filter(|d| d["decision"] == "THROTTLED")
-        .collect();
+    let throttled = sidecar.logged(4, |d| d["decision"] == "THROTTLED").await;
     assert_eq!(throttled.len(), 4, "{throttled:?}");
     assert_eq!(
         throttled[0]["principal"],
