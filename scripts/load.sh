@@ -15,13 +15,18 @@
 #   scripts/load.sh --quick        # smoke run: short durations
 #   scripts/load.sh --soak N       # N seconds of mixed traffic through the sidecar; fails on any
 #                                  # unexpected answer or RSS growth beyond LOAD_SOAK_MAX_GROWTH_MIB (16)
+#   scripts/load.sh --fast         # only the proxy's own cost (the fast-upstream arms), for A/B runs
+#   scripts/load.sh --perf FILE    # also profiles the sidecar (perf record, call graphs) during an
+#                                  # extra run of its fast-upstream throughput arm; FILE: the report
 # Needs a Rust toolchain; installs wrk, nginx, curl, openssl, perl and jq with apt-get if missing.
 # Everything it starts runs on 127.0.0.1 on free ports and is stopped when it ends.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 quick=false
+fast_only=false
 soak=0
+perf_report=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=true ;;
@@ -30,7 +35,11 @@ while [ $# -gt 0 ]; do
                 echo "load.sh: --soak needs a number of seconds" >&2; exit 64
             fi
             soak=$2; shift ;;
-        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+        --perf)
+            [ $# -ge 2 ] || { echo "load.sh: --perf needs a report file" >&2; exit 64; }
+            perf_report=$2; shift ;;
+        --fast) fast_only=true ;;
+        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
     shift
@@ -71,6 +80,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
     "$added_policy_rc" && rm -f /usr/sbin/policy-rc.d
 fi
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+if [ -n "$perf_report" ] && ! command -v perf >/dev/null; then
+    step "installing linux-perf (apt-get)"
+    source "$root/scripts/lib/apt.sh"
+    apt_install linux-perf || fail "apt-get install linux-perf failed"
+fi
 
 # --- build --------------------------------------------------------------------------------
 step "building demo-tool-server and policy-sidecar (release)"
@@ -394,7 +408,36 @@ for arm in direct hop sidecar; do
     printf '   %-8s %2d conn: %7s req/s  CPU per request %5s us  (%d requests, unexpected %d)\n' \
         "$arm" "$TPUT_CONNS" "$rps" "${f_cpu[$arm]}" "$n" "$((errs + sock))"
 done
+if [ -n "$perf_report" ]; then
+    # A separate run, so that the profiler's own cost is in none of the figures above.
+    perf record -q -F 1999 --call-graph dwarf,32768 -p "$fast_sidecar_pid" -o "$perf_report.data" \
+        -- sleep "$duration" >/dev/null 2>&1 &
+    perf_pid=$!
+    wrk_run "fast-perf" "$TPUT_CONNS" "$WRK_THREADS" "$duration" "$sidecar_url"
+    wait "$perf_pid" || true
+    {
+        printf '# perf record of policy-sidecar, %s connections, %s s, load average %s\n\n' \
+            "$TPUT_CONNS" "$duration" "$(cut -d' ' -f1-3 /proc/loadavg)"
+        echo '## self time by place (user and kernel)'
+        perf report -i "$perf_report.data" --no-children --sort dso,sym --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^$'
+        echo
+        echo '## inclusive time (children)'
+        perf report -i "$perf_report.data" --children --sort sym --percent-limit 3 --stdio -g none 2>/dev/null | grep -v '^$'
+    } >"$perf_report"
+    say "   perf profile of the sidecar: $perf_report"
+fi
 stop "$fast_sidecar_pid"
+if "$fast_only"; then
+    awk -v sc="${f_cpu[sidecar]}" -v hc="${f_cpu[hop]}" -v st="${f_tput[sidecar]}" -v ht="${f_tput[hop]}" \
+        -v s50="${f_p50[sidecar]}" -v d50="${f_p50[direct]}" -v s99="${f_p99[sidecar]}" -v d99="${f_p99[direct]}" \
+        -v load="$(cut -d' ' -f1-3 /proc/loadavg)" 'BEGIN {
+            printf "\n   CPU per request %.2fx the nginx hop, throughput %.0f %%, added p50 %+d us, p99 %+d us (load average %s)\n",
+                sc / hc, 100 * st / ht, s50 - d50, s99 - d99, load
+        }'
+    unexpected=$((f_bad[direct] + f_bad[hop] + f_bad[sidecar]))
+    [ "$unexpected" -eq 0 ] || fail "$unexpected unexpected answers or socket errors"
+    exit 0
+fi
 
 # --- nginx --------------------------------------------------------------------------------
 step "starting nginx as a plain reverse-proxy hop"

@@ -81,20 +81,76 @@ pub fn decimal(text: &str) -> Result<Value, String> {
 }
 
 /// A Cedar `datetime` value: `datetime("1970-01-01").offset(duration("<ms>ms"))`, which is
-/// how Cedar itself writes any instant (one short parse, no calendar arithmetic).
+/// how Cedar itself writes any instant.
+///
+/// Cedar parses a `duration` with a regular expression (about 2 us, a twentieth of the whole
+/// proxy hop), so the request path parses one only once a minute per thread: the minute's
+/// start is kept, and the milliseconds into it are added as at most five `offset`s by
+/// durations made once (1 to 9 times 1, 10, 100, 1,000 and 10,000 ms).
 ///
 /// # Errors
 /// The datetime extension's own message (an instant Cedar cannot hold).
 pub fn datetime(now: Timestamp) -> Result<Value, String> {
+    const MINUTE_MS: i64 = 60_000;
+    thread_local! {
+        /// The start of the minute of the last `now` on this thread, in ms and as a datetime.
+        static MINUTE: std::cell::RefCell<Option<(i64, Value)>> = const { std::cell::RefCell::new(None) };
+    }
+    let ms = now.unix_millis();
+    let minute = ms.div_euclid(MINUTE_MS) * MINUTE_MS;
+    let Some(steps) = STEPS.as_ref() else {
+        return parsed_datetime(ms);
+    };
+    let base = MINUTE.with_borrow(|kept| {
+        kept.as_ref()
+            .filter(|(start, _)| *start == minute)
+            .map(|(_, value)| value.clone())
+    });
+    let mut value = match base {
+        Some(value) => value,
+        None => {
+            let value = parsed_datetime(minute)?;
+            MINUTE.set(Some((minute, value.clone())));
+            value
+        }
+    };
+    let mut rest = ms - minute;
+    for powers in steps {
+        let digit = usize::try_from(rest % 10).unwrap_or_default();
+        rest /= 10;
+        if digit > 0 {
+            value = call(*OFFSET, &[value, powers[digit - 1].clone()])?;
+        }
+    }
+    Ok(value)
+}
+
+/// `datetime("1970-01-01").offset(duration("<ms>ms"))`, the duration parsed.
+fn parsed_datetime(ms: i64) -> Result<Value, String> {
     let epoch = (*EPOCH)
         .clone()
         .ok_or_else(|| "the datetime extension is not available".to_owned())?;
-    let duration = call(
-        *DURATION,
-        &[Value::from(format!("{}ms", now.unix_millis()).as_str())],
-    )?;
+    let duration = call(*DURATION, &[Value::from(format!("{ms}ms").as_str())])?;
     call(*OFFSET, &[epoch, duration])
 }
+
+/// `duration`s of `d * 10^k` ms for `d` in 1..=9 and `k` in 0..=4: every remainder of a minute
+/// (under 60,000 ms) is a sum of at most one of each row.
+static STEPS: LazyLock<Option<Vec<Vec<Value>>>> = LazyLock::new(|| {
+    (0..5u32)
+        .map(|k| {
+            (1..=9i64)
+                .map(|d| {
+                    call(
+                        *DURATION,
+                        &[Value::from(format!("{}ms", d * 10i64.pow(k)).as_str())],
+                    )
+                    .ok()
+                })
+                .collect()
+        })
+        .collect()
+});
 
 /// The `context.system` record of a request decided at `now`: `{ now: datetime }`.
 ///
@@ -279,6 +335,33 @@ impl Closed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instant_is_the_same_value_however_it_is_made() {
+        // Minute boundaries, every digit position, before 1970, and the same minute twice
+        // (the kept start) then another one.
+        for ms in [
+            0,
+            1,
+            59_999,
+            60_000,
+            60_001,
+            1_764_500_000_000,
+            1_764_500_012_345,
+            1_764_500_059_999,
+            1_764_500_060_000,
+            1_764_500_019_876,
+            -1,
+            -60_001,
+            -86_400_000 * 365,
+        ] {
+            assert_eq!(
+                datetime(Timestamp::from_unix_millis(ms)),
+                parsed_datetime(ms),
+                "{ms} ms"
+            );
+        }
+    }
 
     #[test]
     fn decimal_values_compare_like_cedar_literals() {
