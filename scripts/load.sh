@@ -421,8 +421,13 @@ if [ -n "$perf_report" ]; then
         echo '## self time by place (user and kernel)'
         perf report -i "$perf_report.data" --no-children --sort dso,sym --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^$'
         echo
-        echo '## inclusive time (children)'
-        perf report -i "$perf_report.data" --children --sort sym --percent-limit 3 --stdio -g none 2>/dev/null | grep -v '^$'
+        echo '## by object (user code, kernel, libc)'
+        perf report -i "$perf_report.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$'
+        echo
+        echo '## inclusive time of the steps (server and client connections, the layer, deciding, Cedar)'
+        perf report -i "$perf_report.data" --children --sort sym --percent-limit 1 --stdio -g none 2>/dev/null \
+            | grep -E 'dispatch::(Server|Client)|PolicyService<S> as|policy_layer::decide::decide$|authorize_json_at|Authorizer::is_authorized|jsonrpc::parse|filter::rewrite|Observer as|Upstream as' \
+            | cut -c1-160
     } >"$perf_report"
     say "   perf profile of the sidecar: $perf_report"
 fi

@@ -191,6 +191,35 @@ fn bench_snapshot(c: &mut Criterion) {
             });
         });
     }
+    // A principal from a JWT with the claims an OAuth token carries (eight tags).
+    let claims = policy_layer::auth::Identity {
+        kind: policy_layer::auth::PrincipalKind::OAuthUser,
+        subject: "alice".into(),
+        tags: [
+            ("aud", "mcp-gateway"),
+            ("client_id", "refund-agent"),
+            ("email", "alice@example.com"),
+            ("iss", "https://issuer.example"),
+            ("role", "refund-agent"),
+            ("scope", "mcp:tools"),
+            ("tenant", "eu-1"),
+            ("username", "alice"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect(),
+        expires_at: None,
+    };
+    let snapshot = engine(1, 1).snapshot().expect("snapshot");
+    group.bench_function("1_policy_8_claims", |b| {
+        b.iter(|| {
+            black_box(
+                snapshot
+                    .authorize(&claims, "process_refund", Some(&args))
+                    .expect("decides"),
+            )
+        });
+    });
     group.finish();
 }
 
