@@ -410,7 +410,7 @@ for arm in direct hop sidecar; do
 done
 if [ -n "$perf_report" ]; then
     # A separate run, so that the profiler's own cost is in none of the figures above.
-    perf record -q -F 1999 --call-graph dwarf,32768 -p "$fast_sidecar_pid" -o "$perf_report.data" \
+    perf record -q -F 999 --call-graph dwarf,16384 -p "$fast_sidecar_pid" -o "$perf_report.data" \
         -- sleep "$duration" >/dev/null 2>&1 &
     perf_pid=$!
     wrk_run "fast-perf" "$TPUT_CONNS" "$WRK_THREADS" "$duration" "$sidecar_url"
@@ -419,15 +419,15 @@ if [ -n "$perf_report" ]; then
         printf '# perf record of policy-sidecar, %s connections, %s s, load average %s\n\n' \
             "$TPUT_CONNS" "$duration" "$(cut -d' ' -f1-3 /proc/loadavg)"
         echo '## self time by place (user and kernel)'
-        perf report -i "$perf_report.data" --no-children --sort dso,sym --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^$'
+        perf report -i "$perf_report.data" --no-children --sort dso,sym --percent-limit 0.7 --stdio -g none 2>/dev/null | grep -v '^$' || true
         echo
         echo '## by object (user code, kernel, libc)'
-        perf report -i "$perf_report.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$'
+        perf report -i "$perf_report.data" --no-children --sort dso --stdio -g none 2>/dev/null | grep -v '^#' | grep -v '^$' || true
         echo
         echo '## inclusive time of the steps (server and client connections, the layer, deciding, Cedar)'
         perf report -i "$perf_report.data" --children --sort sym --percent-limit 1 --stdio -g none 2>/dev/null \
             | grep -E 'dispatch::(Server|Client)|PolicyService<S> as|policy_layer::decide::decide$|authorize_json_at|Authorizer::is_authorized|jsonrpc::parse|filter::rewrite|Observer as|Upstream as' \
-            | cut -c1-160
+            | cut -c1-160 || true
     } >"$perf_report"
     say "   perf profile of the sidecar: $perf_report"
 fi
