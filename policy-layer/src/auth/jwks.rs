@@ -342,9 +342,16 @@ impl IssuerKeys {
     }
 
     /// Called when a token names a key that `seen` lacks: refetches unless one ran within
-    /// the configured interval. Concurrent callers wait for the one fetch in flight.
+    /// the configured interval. Concurrent callers wait for the one fetch in flight, also
+    /// those that arrive after it started (else a token signed with the rotated key could be
+    /// refused while the fetch that brings the key is still under way).
     pub(crate) async fn refetch_for_unknown_kid(&self, seen: &Arc<KeySet>) {
         if !self.refetch_allowed() {
+            // The last refetch is recent: it is either done (its keys are in `current`) or
+            // still holds the gate, and then its keys are worth waiting for.
+            if self.refetch_gate.try_lock().is_err() {
+                drop(self.refetch_gate.lock().await);
+            }
             return;
         }
         let _gate = self.refetch_gate.lock().await;
