@@ -342,24 +342,16 @@ impl IssuerKeys {
     }
 
     /// Called when a token names a key that `seen` lacks: refetches unless one ran within
-    /// the configured interval. Concurrent callers wait for the one fetch in flight, also
-    /// those that arrive after it started (else a token signed with the rotated key could be
-    /// refused while the fetch that brings the key is still under way).
+    /// the configured interval. Every caller passes the gate, so concurrent callers wait for
+    /// the one fetch in flight, also those that arrive after it started (else a token signed
+    /// with the rotated key could be refused while the fetch that brings the key is under way).
     pub(crate) async fn refetch_for_unknown_kid(&self, seen: &Arc<KeySet>) {
-        if !self.refetch_allowed() {
-            // The last refetch is recent: it is either done (its keys are in `current`) or
-            // still holds the gate, and then its keys are worth waiting for.
-            if self.refetch_gate.try_lock().is_err() {
-                drop(self.refetch_gate.lock().await);
-            }
-            return;
-        }
         let _gate = self.refetch_gate.lock().await;
         if !Arc::ptr_eq(&self.current.load(), seen) {
             return; // the keys changed while we waited: look again
         }
         if !self.refetch_allowed() {
-            return; // the fetch we waited for found nothing new
+            return; // one ran within the interval and found nothing new
         }
         *self
             .last_refetch
