@@ -48,10 +48,7 @@ fn call(function: Option<&'static ExtensionFunction>, args: &[Value]) -> Result<
     }
 }
 
-static IP: LazyLock<Option<&'static ExtensionFunction>> = LazyLock::new(|| {
-    let name = Name::parse_unqualified_name("ip").ok()?;
-    Extensions::all_available().func(&name).ok()
-});
+static IP: LazyLock<Option<&'static ExtensionFunction>> = LazyLock::new(|| function("ip"));
 
 /// A Cedar `ipaddr` value from an address (`"10.0.0.1"`, `"::1"`).
 ///
@@ -130,8 +127,12 @@ fn parsed_datetime(ms: i64) -> Result<Value, String> {
     let epoch = (*EPOCH)
         .clone()
         .ok_or_else(|| "the datetime extension is not available".to_owned())?;
-    let duration = call(*DURATION, &[Value::from(format!("{ms}ms").as_str())])?;
-    call(*OFFSET, &[epoch, duration])
+    call(*OFFSET, &[epoch, duration(ms)?])
+}
+
+/// `duration("<ms>ms")`, parsed by Cedar.
+fn duration(ms: i64) -> Result<Value, String> {
+    call(*DURATION, &[Value::from(format!("{ms}ms").as_str())])
 }
 
 /// `duration`s of `d * 10^k` ms for `d` in 1..=9 and `k` in 0..=4: every remainder of a minute
@@ -140,13 +141,7 @@ static STEPS: LazyLock<Option<Vec<Vec<Value>>>> = LazyLock::new(|| {
     (0..5u32)
         .map(|k| {
             (1..=9i64)
-                .map(|d| {
-                    call(
-                        *DURATION,
-                        &[Value::from(format!("{}ms", d * 10i64.pow(k)).as_str())],
-                    )
-                    .ok()
-                })
+                .map(|d| duration(d * 10i64.pow(k)).ok())
                 .collect()
         })
         .collect()
