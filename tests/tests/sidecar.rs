@@ -70,15 +70,12 @@ async fn allowed_and_denied_calls(json_response: bool) {
             "mcp_policy_evaluation_seconds_count 3",
         ])
         .await;
-    let mut denial = None;
-    eventually("decision log lines", || {
-        denial = sidecar.decisions().into_iter().find(|d| {
+    let denial = sidecar
+        .logged(1, |d| {
             d["kind"] == "tools/call" && d["decision"] == "DENY" && d["tool"] == "process_refund"
-        });
-        std::future::ready(denial.is_some())
-    })
-    .await;
-    let denial = denial.expect("denial logged");
+        })
+        .await
+        .remove(0);
     assert_eq!(
         denial["principal"],
         r#"AgentCore::UnauthenticatedUser::"anonymous""#
