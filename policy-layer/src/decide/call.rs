@@ -51,12 +51,20 @@ pub(super) fn call(
         .flatten();
     let result = match (snapshot, &drift, &temporal) {
         (_, Some(drift), _) => Ok(unpinned(tool, drift)),
-        (Some(snapshot), None, None) => snapshot.authorize_json_at(identity, tool, arguments, now),
+        (Some(snapshot), None, None) => {
+            snapshot.authorize_json_at(&exchange.identity, tool, arguments, now)
+        }
         (Some(snapshot), None, Some(evaluated)) => {
             for (c, error) in evaluated.values.errors() {
                 tracing::warn!(condition = c, %error, "temporal condition could not be evaluated; its clause fails closed");
             }
-            snapshot.authorize_temporal_at(identity, tool, arguments, now, &evaluated.values)
+            snapshot.authorize_temporal_at(
+                &exchange.identity,
+                tool,
+                arguments,
+                now,
+                &evaluated.values,
+            )
         }
         (None, None, _) => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
     };

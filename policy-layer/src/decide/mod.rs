@@ -149,7 +149,7 @@ pub(crate) fn authorize_fixed(
         (_, Err(input)) => Err(AuthorizeError::Input(input)),
         (None, Ok(_)) => Err(AuthorizeError::Engine(EngineError::NoPolicySet)),
         (Some(snapshot), Ok(context)) => snapshot
-            .authorize_mcp_at(identity, action, context, exchange.now())
+            .authorize_mcp_at(&exchange.identity, action, context, exchange.now())
             .map_err(AuthorizeError::Engine),
     };
     telemetry::record_decision(

@@ -6,7 +6,7 @@ use cedar_policy_core::ast::RestrictedExpr;
 use serde_json::Value;
 
 use super::Snapshot;
-use crate::auth::Identity;
+use super::entities::Caller;
 use crate::clock::{Clock, SystemClock, Timestamp};
 use crate::model::{ActionRef, InputError, McpAction, RequestContext, TypedInput, params, values};
 
@@ -78,9 +78,9 @@ impl Snapshot {
     ///
     /// # Errors
     /// As [`authorize_json`](Self::authorize_json).
-    pub fn authorize(
+    pub fn authorize<'a>(
         &self,
-        identity: &Identity,
+        identity: impl Into<Caller<'a>>,
         tool: &str,
         arguments: Option<&Value>,
     ) -> Result<Outcome, AuthorizeError> {
@@ -91,9 +91,9 @@ impl Snapshot {
     ///
     /// # Errors
     /// As [`authorize_json`](Self::authorize_json).
-    pub fn authorize_at(
+    pub fn authorize_at<'a>(
         &self,
-        identity: &Identity,
+        identity: impl Into<Caller<'a>>,
         tool: &str,
         arguments: Option<&Value>,
         now: Timestamp,
@@ -108,9 +108,9 @@ impl Snapshot {
     /// # Errors
     /// [`AuthorizeError::Input`] when the arguments do not fit the tool's schema,
     /// [`AuthorizeError::Engine`] when Cedar cannot evaluate the request.
-    pub fn authorize_json(
+    pub fn authorize_json<'a>(
         &self,
-        identity: &Identity,
+        identity: impl Into<Caller<'a>>,
         tool: &str,
         arguments: Option<&str>,
     ) -> Result<Outcome, AuthorizeError> {
@@ -122,9 +122,9 @@ impl Snapshot {
     ///
     /// # Errors
     /// As [`authorize_json`](Self::authorize_json).
-    pub fn authorize_json_at(
+    pub fn authorize_json_at<'a>(
         &self,
-        identity: &Identity,
+        identity: impl Into<Caller<'a>>,
         tool: &str,
         arguments: Option<&str>,
         now: Timestamp,
@@ -142,9 +142,9 @@ impl Snapshot {
     ///
     /// # Errors
     /// As [`authorize_json`](Self::authorize_json).
-    pub fn authorize_temporal_at(
+    pub fn authorize_temporal_at<'a>(
         &self,
-        identity: &Identity,
+        identity: impl Into<Caller<'a>>,
         tool: &str,
         arguments: Option<&str>,
         now: Timestamp,
@@ -162,9 +162,9 @@ impl Snapshot {
     ///
     /// # Errors
     /// [`EngineError`] when Cedar cannot evaluate the request.
-    pub fn authorize_mcp(
+    pub fn authorize_mcp<'a>(
         &self,
-        identity: &Identity,
+        identity: impl Into<Caller<'a>>,
         action: McpAction,
         context: RequestContext,
     ) -> Result<Outcome, EngineError> {
@@ -175,9 +175,9 @@ impl Snapshot {
     ///
     /// # Errors
     /// As [`authorize_mcp`](Self::authorize_mcp).
-    pub fn authorize_mcp_at(
+    pub fn authorize_mcp_at<'a>(
         &self,
-        identity: &Identity,
+        identity: impl Into<Caller<'a>>,
         action: McpAction,
         context: RequestContext,
         now: Timestamp,
@@ -195,9 +195,9 @@ impl Snapshot {
     /// # Errors
     /// [`AuthorizeError::Input`] when the params do not fit, [`AuthorizeError::Engine`] when
     /// Cedar cannot evaluate the request.
-    pub fn authorize_params(
+    pub fn authorize_params<'a>(
         &self,
-        identity: &Identity,
+        identity: impl Into<Caller<'a>>,
         action: McpAction,
         params: Option<&Value>,
     ) -> Result<Outcome, AuthorizeError> {
@@ -208,9 +208,9 @@ impl Snapshot {
     ///
     /// # Errors
     /// As [`authorize_params`](Self::authorize_params).
-    pub fn authorize_params_at(
+    pub fn authorize_params_at<'a>(
         &self,
-        identity: &Identity,
+        identity: impl Into<Caller<'a>>,
         action: McpAction,
         params: Option<&Value>,
         now: Timestamp,
@@ -221,23 +221,24 @@ impl Snapshot {
 
     /// One AuthorizeAction: the enforced policies that can apply decide, the shadow ones
     /// are evaluated beside them.
-    fn decide(
+    fn decide<'a>(
         &self,
-        identity: &Identity,
+        caller: impl Into<Caller<'a>>,
         action: ActionRef<'_>,
         context: Context,
     ) -> Result<Outcome, EngineError> {
+        let caller = caller.into();
         let sets = self.index.for_action(action);
         let model = &self.model;
         let request = Request::new(
-            model.principal_uid(identity),
+            model.principal_uid(caller.identity()),
             model.uid_of(action),
             model.resource_uid(),
             context,
             None,
         )
         .map_err(|e| EngineError::Request(e.to_string()))?;
-        let entities = self.entities(model.principal_entity(identity), action, sets)?;
+        let entities = self.entities(caller, action, sets)?;
 
         let authorizer = Authorizer::new();
         let response = authorizer.is_authorized(&request, &sets.active, &entities);

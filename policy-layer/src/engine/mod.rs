@@ -3,6 +3,7 @@
 
 pub mod analyze;
 pub mod authorize;
+pub mod entities;
 pub mod index;
 pub mod partial;
 pub mod policies;
@@ -12,9 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwapOption;
-use cedar_policy::Entities;
 
 pub use authorize::{AuthorizeError, EngineError, Outcome};
+pub use entities::Caller;
 pub use index::{PolicyIndex, ToolPolicies};
 pub use partial::{Lister, Listing};
 pub use policies::{
@@ -39,10 +40,7 @@ pub use validate::{Finding, FindingKind, Refused, Report};
 use crate::config::Validation;
 use crate::model::schema::GatewaySchema;
 use crate::model::tools::InputType;
-use crate::model::values::Closed;
-use crate::model::{
-    ActionModel, ActionRef, Drift, Govern, ModelConfig, Pins, ToolCatalog, ToolsLock,
-};
+use crate::model::{ActionModel, Drift, Govern, ModelConfig, Pins, ToolCatalog, ToolsLock};
 
 /// Where the Cedar schema that policies are validated against comes from.
 #[derive(Debug, Clone, Default)]
@@ -151,26 +149,6 @@ impl Snapshot {
         self.catalog
             .get(tool)
             .map_or(&InputType::Untyped, |t| &t.input)
-    }
-
-    /// The entities of a request: principal, action with its groups, resource.
-    fn entities(
-        &self,
-        principal: Arc<cedar_policy_core::ast::Entity>,
-        action: ActionRef<'_>,
-        sets: &ToolPolicies,
-    ) -> Result<Entities, EngineError> {
-        let closed;
-        let hierarchy = if sets.entities.is_empty() {
-            // A tool no policy names (rare): close its hierarchy now.
-            closed = Closed::new(self.model.entities_of(action)).map_err(EngineError::Entities)?;
-            &closed
-        } else {
-            &sets.entities
-        };
-        hierarchy
-            .with_leaf(principal)
-            .map_err(EngineError::Entities)
     }
 }
 
@@ -494,6 +472,7 @@ impl PolicyEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::ActionRef;
     use cedar_policy::Decision;
     use serde_json::{Value, json};
 
@@ -550,6 +529,49 @@ mod tests {
             .snapshot()
             .expect("snapshot")
             .authorize(identity, tool, Some(&args))
+    }
+
+    /// Shared callers' entities are kept per thread (`entities.rs`): each caller is still
+    /// decided by its own claims, a caller made where another was freed (the same address,
+    /// quite likely) by its own, and every request by the current policies after a reload.
+    #[test]
+    fn kept_entities_follow_the_caller_and_the_policies() {
+        let policies = |role: &str| {
+            format!(
+                r#"@id("by_role") permit(principal, action == AgentCore::Action::"RefundTool___process_refund", resource)
+                when {{ principal.hasTag("role") && principal.getTag("role") == "{role}" }};"#
+            )
+        };
+        let engine = engine(&policies("admin"), refund_catalog("number"));
+        let args = json!({"amount": 5, "customer_id": "C001"});
+        let allowed = |identity: &Arc<Identity>| {
+            engine
+                .snapshot()
+                .expect("snapshot")
+                .authorize(identity, "process_refund", Some(&args))
+                .expect("decides")
+                .allowed()
+        };
+        for round in 0..200 {
+            let (first, second) = if round % 2 == 0 {
+                ("admin", "guest")
+            } else {
+                ("guest", "admin")
+            };
+            let a = Arc::new(user(&[("role", first)]));
+            let b = Arc::new(user(&[("role", second)]));
+            for _ in 0..2 {
+                assert_eq!(allowed(&a), first == "admin", "round {round}");
+                assert_eq!(allowed(&b), second == "admin", "round {round}");
+            }
+        }
+        let admin = Arc::new(user(&[("role", "admin")]));
+        let guest = Arc::new(user(&[("role", "guest")]));
+        assert!(allowed(&admin) && !allowed(&guest));
+        engine.replace_policies(
+            load(&[PolicySource::new("p.cedar", policies("guest"))]).expect("loads"),
+        );
+        assert!(!allowed(&admin) && allowed(&guest));
     }
 
     fn allowed(engine: &PolicyEngine, amount: Value) -> bool {

@@ -192,7 +192,7 @@ impl Lister<'_> {
                 .map_err(EngineError::Request)?;
             builder = builder.context(context);
         }
-        let entities = snapshot.entities(Arc::clone(&self.principal_entity), action, sets)?;
+        let entities = snapshot.entities_with(Arc::clone(&self.principal_entity), action, sets)?;
         self.settle(&builder.build(), sets, &entities)
     }
 
@@ -212,7 +212,7 @@ impl Lister<'_> {
             .resource(self.resource.clone())
             .context(context.clone())
             .build();
-        let entities = snapshot.entities(Arc::clone(&self.principal_entity), action, sets)?;
+        let entities = snapshot.entities_with(Arc::clone(&self.principal_entity), action, sets)?;
         self.settle(&request, sets, &entities)
     }
 
