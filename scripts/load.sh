@@ -7,7 +7,8 @@
 #   (c) policy-sidecar in front of it: 1,000 policies, JWT auth with a real RS256 token,
 # with the CPU each proxy spends per request (read from /proc) and the ratios to the nginx hop;
 # then the same arms in front of the demo tool server (a realistic, slower upstream); then the
-# sidecar's resident memory, idle, with 100 and with 10,000 policies, and the binary's size.
+# sidecar's resident memory, idle, with 100 and with 10,000 policies, and the binary's size; then
+# (not with --quick) the in-process criterion cases the targets name.
 # Every arm gets the same stateless `tools/call process_refund {amount: 500}` POST and every
 # answer is checked; p50/p99 latency with 1 connection, throughput with 32 connections. Ends
 # with Markdown tables.
@@ -18,6 +19,9 @@
 #   scripts/load.sh --fast         # only the proxy's own cost (the fast-upstream arms), for A/B runs
 #   scripts/load.sh --perf FILE    # also profiles the sidecar (perf record, call graphs) during an
 #                                  # extra run of its fast-upstream throughput arm; FILE: the report
+#   scripts/load.sh --fast --against OTHER   # then alternating throughput rounds (LOAD_ROUNDS, 6) of
+#                                  # this build and OTHER (another policy-sidecar binary) on the same
+#                                  # upstream and policies: CPU per request and req/s of each, and means
 # Needs a Rust toolchain; installs wrk, nginx, curl, openssl, perl and jq with apt-get if missing.
 # Everything it starts runs on 127.0.0.1 on free ports and is stopped when it ends.
 set -euo pipefail
@@ -27,6 +31,7 @@ quick=false
 fast_only=false
 soak=0
 perf_report=""
+against=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) quick=true ;;
@@ -39,7 +44,10 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || { echo "load.sh: --perf needs a report file" >&2; exit 64; }
             perf_report=$2; shift ;;
         --fast) fast_only=true ;;
-        -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+        --against)
+            [ $# -ge 2 ] && [ -x "$2" ] || { echo "load.sh: --against needs an executable policy-sidecar" >&2; exit 64; }
+            against=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift ;;
+        -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
         *) echo "load.sh: unknown argument $1 (try --help)" >&2; exit 64 ;;
     esac
     shift
@@ -431,6 +439,50 @@ if [ -n "$perf_report" ]; then
     } >"$perf_report"
     say "   perf profile of the sidecar: $perf_report"
 fi
+if [ -n "$against" ]; then
+    # A change is judged by alternating runs: this machine's figures move by 15 to 20 % from one
+    # run to the next, much less between two runs a few seconds apart.
+    step "alternating rounds: this build against $against"
+    set_dir="$tmp/set-$POLICIES-$POLICY_TOOLS"
+    other_port="$(free_port)"; other_admin="$(free_port)"
+    sed -e "/^\[listen\]/,/^\[/ s/^address = .*/address = \"127.0.0.1:$other_port\"/" \
+        -e "/^\[admin\]/,/^\[/ s/^address = .*/address = \"127.0.0.1:$other_admin\"/" \
+        "$set_dir/policy-sidecar.toml" >"$set_dir/against.toml"
+    "$against" run --config "$set_dir/against.toml" >/dev/null 2>"$set_dir/against.log" &
+    against_pid=$!
+    pids+=("$against_pid")
+    until curl -fsS -o /dev/null "http://127.0.0.1:$other_admin/readyz" 2>/dev/null; do
+        kill -0 "$against_pid" 2>/dev/null || { cat "$set_dir/against.log" >&2; fail "$against exited"; }
+        sleep 0.05
+    done
+    declare -A ab_url=([this]="$sidecar_url" [other]="http://127.0.0.1:$other_port/mcp")
+    declare -A ab_pid=([this]="$fast_sidecar_pid" [other]="$against_pid")
+    declare -A ab_cpu_sum=([this]=0 [other]=0) ab_rps_sum=([this]=0 [other]=0)
+    answer="$(post "${ab_url[other]}" "$CALL")"
+    grep -q 'REF-C001-500' <<<"$answer" || fail "$against in front of the fixed reply: $answer"
+    wrk_run "ab-warm-other" 8 "$WRK_THREADS" "$warm" "${ab_url[other]}"
+    rounds="${LOAD_ROUNDS:-6}"
+    for round in $(seq "$rounds"); do
+        for arm in this other; do
+            before=$(cpu_seconds "${ab_pid[$arm]}")
+            wrk_run "ab-$arm" "$TPUT_CONNS" "$WRK_THREADS" "$duration" "${ab_url[$arm]}"
+            after=$(cpu_seconds "${ab_pid[$arm]}")
+            read -r rps _ _ n errs sock < <(wrk_parse "ab-$arm")
+            [ $((errs + sock)) -eq 0 ] || fail "round $round, $arm: $((errs + sock)) unexpected answers or socket errors"
+            cpu=$(awk -v a="$before" -v b="$after" -v n="$n" 'BEGIN {printf "%.1f", (n > 0) ? 1e6 * (b - a) / n : 0}')
+            ab_cpu_sum[$arm]=$(awk -v s="${ab_cpu_sum[$arm]}" -v c="$cpu" 'BEGIN {print s + c}')
+            ab_rps_sum[$arm]=$(awk -v s="${ab_rps_sum[$arm]}" -v r="$rps" 'BEGIN {print s + r}')
+            printf '   round %d  %-5s %7s req/s  CPU per request %5s us  (load average %s)\n' \
+                "$round" "$arm" "$rps" "$cpu" "$(cut -d' ' -f1 /proc/loadavg)"
+        done
+    done
+    awk -v tc="${ab_cpu_sum[this]}" -v oc="${ab_cpu_sum[other]}" -v tr="${ab_rps_sum[this]}" \
+        -v or="${ab_rps_sum[other]}" -v n="$rounds" 'BEGIN {
+            printf "\n   means over %d rounds: this build %.1f us CPU per request, %.0f req/s; the other %.1f us, %.0f req/s (this / other: CPU %.2fx, req/s %.2fx)\n",
+                n, tc / n, tr / n, oc / n, or / n, tc / oc, tr / or
+        }'
+    stop "$against_pid"
+fi
 stop "$fast_sidecar_pid"
 if "$fast_only"; then
     awk -v sc="${f_cpu[sidecar]}" -v hc="${f_cpu[hop]}" -v st="${f_tput[sidecar]}" -v ht="${f_tput[hop]}" \
@@ -554,6 +606,33 @@ for n in "${MEMORY_SETS[@]}"; do
     stop "$sidecar_pid"
 done
 
+# --- in process (criterion) -----------------------------------------------------------------
+# The in-process targets: the medians of the criterion cases they name (not with --quick: the
+# bench builds engines of up to 10,000 policies first, a few minutes).
+declare -A crit
+CRITERION_CASES=(
+    "layer_tools_call/allow/1"
+    "layer_tools_call/allow/10000"
+    "engine_authorize/1"
+    "engine_partially_authorize/1000_tools_100_policies"
+    "engine_partially_authorize/1000_tools_100_policies_group_permit"
+)
+if ! "$quick"; then
+    step "in process: criterion (cargo bench -p policy-layer --bench layer, the cases the targets name)"
+    touch "$tmp/criterion.start"
+    (cd "$root" && cargo bench -q -p policy-layer --bench layer -- --warm-up-time 1 --measurement-time 3 \
+        'layer/tools_call/allow/(1|10000)$|engine/authorize/1$|engine/partially_authorize/1000_tools_100_policies(_group_permit)?$') \
+        >"$tmp/criterion.txt" 2>&1 || { tail -20 "$tmp/criterion.txt" >&2; fail "cargo bench failed"; }
+    target_dir="$(cd "$root" && cargo metadata --format-version 1 --no-deps | jq -r .target_directory)"
+    for case in "${CRITERION_CASES[@]}"; do
+        estimates="$target_dir/criterion/$case/new/estimates.json"
+        # Only this run's figures: a case the filter missed would leave an older file.
+        [ "$estimates" -nt "$tmp/criterion.start" ] || fail "criterion did not measure $case"
+        crit[$case]=$(jq -r '.median.point_estimate / 100 | round / 10' "$estimates")
+        say "   $case: ${crit[$case]} us (median)"
+    done
+fi
+
 # --- report -------------------------------------------------------------------------------
 unexpected=0
 for arm in "${arms[@]}"; do unexpected=$((unexpected + bad[$arm])); done
@@ -587,6 +666,23 @@ The proxy's own cost, in front of nginx answering a fixed tool result (one worke
 | resident memory idle, 100 / 10,000 policies on $MEMORY_TOOLS tools | $(mib "${mem_rss[100]}") / $(mib "${mem_rss[10000]}") MiB (peak $(mib "${mem_hwm[100]}") / $(mib "${mem_hwm[10000]}")) | <= 15 / <= 64 MiB | $(verdict "$(mib "${mem_rss[100]}")" "<=" 15) / $(verdict "$(mib "${mem_rss[10000]}")" "<=" 64) |
 | start of 10,000 policies to ready | ${mem_ready[10000]} s | <= 3 s | $(verdict "${mem_ready[10000]}" "<=" 3) |
 | policy-sidecar binary on disk | ${binary_mib} MiB | | |
+
+EOF
+if ! "$quick"; then
+    cat <<EOF
+
+In process (criterion medians, \`cargo bench -p policy-layer --bench layer\`):
+
+| Case | Measured | Target | |
+|---|---|---|---|
+| one tools/call through PolicyService, 1 policy | ${crit[layer_tools_call/allow/1]} us | <= 5 us | $(verdict "${crit[layer_tools_call/allow/1]}" "<=" 5) |
+| the same, 10,000 policies | ${crit[layer_tools_call/allow/10000]} us | <= 6 us | $(verdict "${crit[layer_tools_call/allow/10000]}" "<=" 6) |
+| AuthorizeAction alone (engine/authorize), 1 policy | ${crit[engine_authorize/1]} us | | |
+| tools/list of 1,000 tools under 100 policies, a group permit needing the input | ${crit[engine_partially_authorize/1000_tools_100_policies_group_permit]} us | <= 1000 us | $(verdict "${crit[engine_partially_authorize/1000_tools_100_policies_group_permit]}" "<=" 1000) |
+| the same list answered from the per-tool index | ${crit[engine_partially_authorize/1000_tools_100_policies]} us | | |
+EOF
+fi
+cat <<EOF
 
 In front of the demo tool server (a realistic upstream, about 9,000 requests/s here):
 EOF
