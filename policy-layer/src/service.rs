@@ -5,9 +5,10 @@
 //! 2. The RFC 9728 metadata document, for whoever asks ([`crate::auth::metadata`]).
 //! 3. [`auth`](crate::auth): who calls; whether they may call at all (`InvokeGateway`, when
 //!    governed); then whether the session presented is theirs.
-//! 4. GET and DELETE go on without a body; a POST is read, parsed ([`crate::jsonrpc`]), each
-//!    tools/call checked against the rate limits ([`crate::limit`]), the policy session of
-//!    temporal policies opened (`decide/temporal.rs`) and each message decided
+//! 4. GET and DELETE go on without a body; a POST is read, parsed ([`crate::jsonrpc`]), the
+//!    policy session header of temporal policies checked, each tools/call checked against the
+//!    rate limits ([`crate::limit`]), the policy session opened (`decide/temporal.rs`) and each
+//!    message decided
 //!    ([`crate::decide`]), the session's new events recorded; what is allowed goes on, the rest is answered here. What goes on
 //!    carries the verified caller as an `Arc<Identity>` request extension, for the inner
 //!    service to read (never a header the client could write).
@@ -182,6 +183,11 @@ where
     };
     let span = telemetry::request_span(&envelope, &parts.headers);
     let exchange = Exchange::new(shared, identity, version, span.clone());
+    // The policy session header first: a request refused for it is not charged by the limits.
+    let policy_session = match decide::temporal::session_id(&exchange, &parts.headers, &envelope) {
+        Ok(id) => id,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     let mut limited = match limit::step::check(&exchange, &parts.headers, &envelope)
         .instrument(span.clone())
         .await
@@ -189,7 +195,7 @@ where
         Ok(limited) => limited,
         Err(throttled) => return Ok(Ok(throttled)),
     };
-    let mut session = match decide::temporal::open(&exchange, &parts.headers, &envelope)
+    let mut session = match decide::temporal::open(&exchange, policy_session, &envelope)
         .instrument(span.clone())
         .await
     {

@@ -232,6 +232,60 @@ async fn a_call_without_the_session_header_is_refused_and_a_malformed_one_is_not
     );
 }
 
+/// A call refused for its session header is not charged by the rate limits: the limit of one
+/// refund a minute still lets the next, well-formed call through, and only the one after it
+/// is throttled.
+#[tokio::test]
+async fn a_call_refused_for_its_session_header_is_not_charged_by_the_rate_limits() {
+    use policy_layer::limit::{LimitSet, Limits, RateLimitConfig};
+    use policy_layer::state::OnError;
+    #[derive(serde::Deserialize)]
+    struct File {
+        rate_limit: Vec<RateLimitConfig>,
+    }
+    let file: File = toml::from_str(
+        r#"
+        [[rate_limit]]
+        id = "one-refund"
+        tool = "process_refund"
+        rate = 1
+        per = "minute"
+        "#,
+    )
+    .expect("toml");
+    let limits = Limits::new(
+        LimitSet::from_config(&file.rate_limit).expect("valid limits"),
+        memory(),
+        OnError::Deny,
+    );
+    let (router, recorder) = upstream_router(false);
+    let layer = PolicyLayer::new(refund_engine(POLICIES))
+        .unauthenticated()
+        .session_store(memory())
+        .rate_limits(limits);
+    let g = Gateway {
+        addr: serve(router.layer(layer)).await,
+        clock: ManualClock::new(Timestamp::from_unix_millis(0)),
+        engine: refund_engine(POLICIES),
+        heard: Arc::new(Heard::default()),
+    };
+    let refund = || json!({"amount": 10, "customer_id": "C1"});
+    for session in [None, Some("has space")] {
+        let refused = g.send(session, "process_refund", refund()).await;
+        assert_eq!(refused.status, 400, "{}", refused.text);
+    }
+    let first = g.send(Some("s-1"), "process_refund", refund()).await;
+    assert_eq!(first.status, 200, "{}", first.text);
+    assert_eq!(first.json()["result"]["isError"], false, "{}", first.text);
+    let second = g.send(Some("s-1"), "process_refund", refund()).await;
+    assert_eq!(second.status, 429, "{}", second.text);
+    assert_eq!(
+        recorder.calls().len(),
+        1,
+        "only the first well-formed call went upstream"
+    );
+}
+
 #[tokio::test]
 async fn the_header_is_not_needed_without_temporal_policies() {
     let (router, _) = upstream_router(false);

@@ -2,12 +2,13 @@
 //! path"): the session of a request, the values of its calls' temporal conditions, and the
 //! events its calls leave.
 //!
-//! 1. [`open`], before any message is decided: with temporal policies loaded, a request with a
-//!    tools/call needs the session header (absent: 400, malformed: 400). When a call of the
-//!    request can read or leave events, the session (keyed by the caller's principal and the
-//!    id) is locked, one decision at a time per session, and, when a call has conditions, read
-//!    back as far as the largest window. A session recorded under other temporal policies,
-//!    evicted or overflowed is refused with 409; a store that cannot answer with 503.
+//! 1. [`session_id`], before the rate limits charge anything: with temporal policies loaded, a
+//!    request with a tools/call needs the session header (absent: 400, malformed: 400). Then
+//!    [`open`], before any message is decided: when a call of the request can read or leave
+//!    events, the session (keyed by the caller's principal and the id) is locked, one decision
+//!    at a time per session, and, when a call has conditions, read back as far as the largest
+//!    window. A session recorded under other temporal policies, evicted or overflowed is
+//!    refused with 409; a store that cannot answer with 503.
 //! 2. For each tools/call ([`Session::values`], [`Session::decided`]): the conditions of its
 //!    tool evaluated over the history and the call itself (a `request` event at the decision
 //!    time); after the decision its `request` (forwarded: allowed, or LOG_ONLY) or its `error`
@@ -125,30 +126,47 @@ fn calls(envelope: &Envelope) -> impl Iterator<Item = (&Json, &str)> {
         })
 }
 
-/// Step 1 (see the module doc).
+/// Step 1, the header (see the module doc): the session a request names, `None` when it needs
+/// none (no temporal policies, or no tools/call in it). Checked before the rate limits, so a
+/// request refused for its header is not charged.
+///
+/// # Errors
+/// The [`Refusal`] that answers the whole request: the header absent or malformed.
+pub(crate) fn session_id(
+    exchange: &Exchange,
+    headers: &HeaderMap,
+    envelope: &Envelope,
+) -> Result<Option<SessionId>, Refusal> {
+    let Some(snapshot) = exchange.snapshot.as_ref() else {
+        return Ok(None);
+    };
+    if snapshot.temporal().is_empty() || calls(envelope).next().is_none() {
+        return Ok(None);
+    }
+    let mut values = headers.get_all(SESSION_HEADER).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Err(Refusal::PolicySessionRequired),
+        (Some(_), Some(_)) => Err(Refusal::BadPolicySession),
+        (Some(value), None) => SessionId::parse(value.as_bytes())
+            .map(Some)
+            .map_err(|_| Refusal::BadPolicySession),
+    }
+}
+
+/// Step 1, the store (see the module doc): the session `id` (from [`session_id`]) opened for
+/// the request's calls.
 ///
 /// # Errors
 /// The [`Refusal`] that answers the whole request.
 pub(crate) async fn open(
     exchange: &Exchange,
-    headers: &HeaderMap,
+    id: Option<SessionId>,
     envelope: &Envelope,
 ) -> Result<Session, Refusal> {
-    let Some(snapshot) = exchange.snapshot.as_ref() else {
+    let (Some(snapshot), Some(id)) = (exchange.snapshot.as_ref(), id) else {
         return Ok(Session::default());
     };
     let temporal = snapshot.temporal();
-    if temporal.is_empty() || calls(envelope).next().is_none() {
-        return Ok(Session::default());
-    }
-    let mut values = headers.get_all(SESSION_HEADER).iter();
-    let id = match (values.next(), values.next()) {
-        (None, _) => return Err(Refusal::PolicySessionRequired),
-        (Some(_), Some(_)) => return Err(Refusal::BadPolicySession),
-        (Some(value), None) => {
-            SessionId::parse(value.as_bytes()).map_err(|_| Refusal::BadPolicySession)?
-        }
-    };
     let model = snapshot.model();
     let mut reads = false;
     let mut touches = false;
