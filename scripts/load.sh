@@ -440,7 +440,7 @@ if [ -n "$perf_report" ]; then
     say "   perf profile of the sidecar: $perf_report"
 fi
 if [ -n "$against" ]; then
-    # A change is judged by alternating runs: this machine's figures move by 15 to 20 % from one
+    # A change is judged by alternating runs: this machine's figures move by 15 to 25 % from one
     # run to the next, much less between two runs a few seconds apart.
     step "alternating rounds: this build against $against"
     set_dir="$tmp/set-$POLICIES-$POLICY_TOOLS"
