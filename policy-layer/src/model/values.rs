@@ -7,8 +7,10 @@
 //! made once, the decimal constructor is looked up once, and the action hierarchy's closure is
 //! computed once per policy snapshot (measured in `benches/layer.rs`; see the README).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, LazyLock};
+use std::thread::LocalKey;
 
 use cedar_policy::{Context, Entities, Entity, EntityUid};
 use cedar_policy_core::ast::{
@@ -91,26 +93,14 @@ pub fn datetime(now: Timestamp) -> Result<Value, String> {
     const MINUTE_MS: i64 = 60_000;
     thread_local! {
         /// The start of the minute of the last `now` on this thread, in ms and as a datetime.
-        static MINUTE: std::cell::RefCell<Option<(i64, Value)>> = const { std::cell::RefCell::new(None) };
+        static MINUTE: Last = const { RefCell::new(None) };
     }
     let ms = now.unix_millis();
     let minute = ms.div_euclid(MINUTE_MS) * MINUTE_MS;
     let Some(steps) = STEPS.as_ref() else {
         return parsed_datetime(ms);
     };
-    let base = MINUTE.with_borrow(|kept| {
-        kept.as_ref()
-            .filter(|(start, _)| *start == minute)
-            .map(|(_, value)| value.clone())
-    });
-    let mut value = match base {
-        Some(value) => value,
-        None => {
-            let value = parsed_datetime(minute)?;
-            MINUTE.set(Some((minute, value.clone())));
-            value
-        }
-    };
+    let mut value = last_or(&MINUTE, minute, || parsed_datetime(minute))?;
     let mut rest = ms - minute;
     for powers in steps {
         let digit = usize::try_from(rest % 10).unwrap_or_default();
@@ -155,21 +145,35 @@ pub fn system(now: Timestamp) -> Result<Value, String> {
     thread_local! {
         /// The last record made on this thread and its millisecond: the requests of one
         /// millisecond share it (a record is immutable and shared by reference count).
-        static LAST: std::cell::RefCell<Option<(i64, Value)>> = const { std::cell::RefCell::new(None) };
+        static SYSTEM: Last = const { RefCell::new(None) };
     }
-    let ms = now.unix_millis();
-    let kept = LAST.with_borrow(|last| {
+    last_or(&SYSTEM, now.unix_millis(), || {
+        let mut fields = BTreeMap::new();
+        fields.insert(SmolStr::new_static("now"), datetime(now)?);
+        Ok(record(fields))
+    })
+}
+
+/// A thread's last value made for a millisecond count, and that count.
+type Last = RefCell<Option<(i64, Value)>>;
+
+/// The value `kept` holds for `at`, else `make`'s, then kept for `at` (values are immutable and
+/// shared by reference count, so a kept one is the same value made again).
+fn last_or(
+    kept: &'static LocalKey<Last>,
+    at: i64,
+    make: impl FnOnce() -> Result<Value, String>,
+) -> Result<Value, String> {
+    let hit = kept.with_borrow(|last| {
         last.as_ref()
-            .filter(|(at, _)| *at == ms)
+            .filter(|(kept_at, _)| *kept_at == at)
             .map(|(_, value)| value.clone())
     });
-    if let Some(value) = kept {
+    if let Some(value) = hit {
         return Ok(value);
     }
-    let mut fields = BTreeMap::new();
-    fields.insert(SmolStr::new_static("now"), datetime(now)?);
-    let value = record(fields);
-    LAST.set(Some((ms, value.clone())));
+    let value = make()?;
+    kept.set(Some((at, value.clone())));
     Ok(value)
 }
 
