@@ -14,9 +14,9 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use common::{call, post, refund_engine, serve, upstream_router};
-use policy_layer::limit::{LimitSet, Limits, RateLimitConfig};
-use policy_layer::state::{MemorySettings, OnError, Store};
+use common::{call, limit_set, limits, post, refund_engine, serve, upstream_router};
+use policy_layer::limit::Limits;
+use policy_layer::state::{MemorySettings, OnError};
 use policy_layer::{
     CallRecord, DecisionObserver, LimitOutcome, LimitRecord, Mode, PolicyLayer, Settings,
 };
@@ -32,17 +32,6 @@ permit(principal, action == AgentCore::Action::"RefundTool___get_order", resourc
 @id("slow")
 permit(principal, action == AgentCore::Action::"RefundTool___slow_tool", resource);
 "#;
-
-#[derive(serde::Deserialize)]
-struct File {
-    rate_limit: Vec<RateLimitConfig>,
-}
-
-fn limits(text: &str, store: MemorySettings, on_error: OnError) -> Limits {
-    let file: File = toml::from_str(text).expect("toml");
-    let set = LimitSet::from_config(&file.rate_limit).expect("valid limits");
-    Limits::new(set, Store::memory(store), on_error)
-}
 
 const TWO_REFUNDS: &str = r#"
 [[rate_limit]]
@@ -369,11 +358,7 @@ tool = "process_refund"
 rate = 0
 per = "second"
 "#;
-    let file: File = toml::from_str(blocked).expect("toml");
-    limits.replace(
-        LimitSet::from_config(&file.rate_limit).expect("valid"),
-        OnError::Deny,
-    );
+    limits.replace(limit_set(blocked), OnError::Deny);
     let reply = post(addr, &refund(json!(1), "C1")).await;
     assert_eq!(reply.status, 429);
     assert_eq!(reply.headers[header::RETRY_AFTER], "60");

@@ -7,6 +7,8 @@
 //! binary is missing the tests fail, unless `POLICY_LAYER_SKIP_REDIS_TESTS=1` says to skip them.
 #![cfg(feature = "redis")]
 
+mod common;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use policy_layer::auth::{Identity, PrincipalKind};
-use policy_layer::limit::{Admitted, LimitSet, Limits, RateLimitConfig, ThrottleCause, Throttled};
+use policy_layer::limit::{Admitted, Limits, ThrottleCause, Throttled};
 use policy_layer::state::{
     OnError, RedisSettings, RedisUrl, SessionBounds, SessionState, StateConfig, Store,
 };
@@ -158,13 +160,7 @@ fn replica(url: RedisUrl, lease: Duration) -> Store {
 }
 
 fn limits(toml_text: &str, store: Store, on_error: OnError) -> Limits {
-    #[derive(serde::Deserialize)]
-    struct File {
-        rate_limit: Vec<RateLimitConfig>,
-    }
-    let file: File = toml::from_str(toml_text).expect("toml");
-    let set = LimitSet::from_config(&file.rate_limit).expect("valid limits");
-    Limits::new(set, store, on_error)
+    Limits::new(common::limit_set(toml_text), store, on_error)
 }
 
 fn user(subject: &str) -> Identity {

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{call, post_raw, refund_engine, serve, upstream_router};
-use policy_layer::state::{MemorySettings, SessionBounds, Store};
+use common::{Recorder, call, limits, post_raw, refund_engine, serve, upstream_router};
+use policy_layer::limit::Limits;
+use policy_layer::state::{MemorySettings, OnError, SessionBounds, Store};
 use policy_layer::{
     CallRecord, DecisionObserver, ManualClock, Mode, PolicyEngine, PolicyLayer, PolicySource,
     Settings, Timestamp,
@@ -82,7 +83,12 @@ struct Gateway {
 }
 
 async fn gateway(mode: Mode, store: Store) -> Gateway {
-    let (router, _) = upstream_router(false);
+    gateway_limited(mode, store, None).await.0
+}
+
+/// A gateway whose layer also checks `limits`, and what its upstream received.
+async fn gateway_limited(mode: Mode, store: Store, limits: Option<Limits>) -> (Gateway, Recorder) {
+    let (router, recorder) = upstream_router(false);
     let engine = refund_engine(POLICIES);
     let clock = ManualClock::new(Timestamp::from_unix_millis(1_800_000_000_000));
     let heard = Arc::new(Heard::default());
@@ -95,12 +101,17 @@ async fn gateway(mode: Mode, store: Store) -> Gateway {
         .observer(Arc::clone(&heard) as Arc<dyn DecisionObserver>)
         .clock(Arc::new(clock.clone()))
         .session_store(store);
-    Gateway {
+    let layer = match limits {
+        Some(limits) => layer.rate_limits(limits),
+        None => layer,
+    };
+    let gateway = Gateway {
         addr: serve(router.layer(layer)).await,
         clock,
         engine,
         heard,
-    }
+    };
+    (gateway, recorder)
 }
 
 fn memory() -> Store {
@@ -237,38 +248,15 @@ async fn a_call_without_the_session_header_is_refused_and_a_malformed_one_is_not
 /// is throttled.
 #[tokio::test]
 async fn a_call_refused_for_its_session_header_is_not_charged_by_the_rate_limits() {
-    use policy_layer::limit::{LimitSet, Limits, RateLimitConfig};
-    use policy_layer::state::OnError;
-    #[derive(serde::Deserialize)]
-    struct File {
-        rate_limit: Vec<RateLimitConfig>,
-    }
-    let file: File = toml::from_str(
-        r#"
+    const ONE_REFUND: &str = r#"
         [[rate_limit]]
         id = "one-refund"
         tool = "process_refund"
         rate = 1
         per = "minute"
-        "#,
-    )
-    .expect("toml");
-    let limits = Limits::new(
-        LimitSet::from_config(&file.rate_limit).expect("valid limits"),
-        memory(),
-        OnError::Deny,
-    );
-    let (router, recorder) = upstream_router(false);
-    let layer = PolicyLayer::new(refund_engine(POLICIES))
-        .unauthenticated()
-        .session_store(memory())
-        .rate_limits(limits);
-    let g = Gateway {
-        addr: serve(router.layer(layer)).await,
-        clock: ManualClock::new(Timestamp::from_unix_millis(0)),
-        engine: refund_engine(POLICIES),
-        heard: Arc::new(Heard::default()),
-    };
+        "#;
+    let limits = limits(ONE_REFUND, MemorySettings::default(), OnError::Deny);
+    let (g, recorder) = gateway_limited(Mode::Enforce, memory(), Some(limits)).await;
     let refund = || json!({"amount": 10, "customer_id": "C1"});
     for session in [None, Some("has space")] {
         let refused = g.send(session, "process_refund", refund()).await;

@@ -16,7 +16,9 @@ use axum::routing;
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use policy_layer::limit::{LimitSet, Limits, RateLimitConfig};
 use policy_layer::model::{ModelConfig, ToolCatalog};
+use policy_layer::state::{MemorySettings, OnError, Store};
 use policy_layer::{PolicyEngine, PolicySource};
 use serde_json::{Value, json};
 
@@ -223,4 +225,19 @@ pub async fn post(addr: SocketAddr, body: &Value) -> Reply {
 
 pub fn call(id: Value, tool: &str, arguments: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}})
+}
+
+/// The limits of `[[rate_limit]]` TOML.
+pub fn limit_set(text: &str) -> LimitSet {
+    #[derive(serde::Deserialize)]
+    struct File {
+        rate_limit: Vec<RateLimitConfig>,
+    }
+    let file: File = toml::from_str(text).expect("toml");
+    LimitSet::from_config(&file.rate_limit).expect("valid limits")
+}
+
+/// Rate limits from `[[rate_limit]]` TOML, counted in memory.
+pub fn limits(text: &str, store: MemorySettings, on_error: OnError) -> Limits {
+    Limits::new(limit_set(text), Store::memory(store), on_error)
 }
