@@ -206,7 +206,7 @@ audiences = ["mcp-gateway"]
 decisions = true
 EOF
     # The decision log (stdout) is written, as in production, and thrown away.
-    "$bin/policy-sidecar" run --config "$dir/policy-sidecar.toml" >/dev/null 2>"$dir/sidecar.log" &
+    "${SIDECAR_BIN:-$bin/policy-sidecar}" run --config "$dir/policy-sidecar.toml" >/dev/null 2>"$dir/sidecar.log" &
     sidecar_pid=$!
     pids+=("$sidecar_pid")
     sidecar_url="http://127.0.0.1:$port/mcp"
@@ -443,19 +443,10 @@ if [ -n "$against" ]; then
     # A change is judged by alternating runs: this machine's figures move by 15 to 25 % from one
     # run to the next, much less between two runs a few seconds apart.
     step "alternating rounds: this build against $against"
-    set_dir="$tmp/set-$POLICIES-$POLICY_TOOLS"
-    other_port="$(free_port)"; other_admin="$(free_port)"
-    sed -e "/^\[listen\]/,/^\[/ s/^address = .*/address = \"127.0.0.1:$other_port\"/" \
-        -e "/^\[admin\]/,/^\[/ s/^address = .*/address = \"127.0.0.1:$other_admin\"/" \
-        "$set_dir/policy-sidecar.toml" >"$set_dir/against.toml"
-    "$against" run --config "$set_dir/against.toml" >/dev/null 2>"$set_dir/against.log" &
-    against_pid=$!
-    pids+=("$against_pid")
-    until curl -fsS -o /dev/null "http://127.0.0.1:$other_admin/readyz" 2>/dev/null; do
-        kill -0 "$against_pid" 2>/dev/null || { cat "$set_dir/against.log" >&2; fail "$against exited"; }
-        sleep 0.05
-    done
-    declare -A ab_url=([this]="$sidecar_url" [other]="http://127.0.0.1:$other_port/mcp")
+    this_url=$sidecar_url
+    upstream="$fast_upstream" SIDECAR_BIN="$against" start_sidecar "$POLICIES" "$POLICY_TOOLS"
+    against_pid=$sidecar_pid
+    declare -A ab_url=([this]="$this_url" [other]="$sidecar_url")
     declare -A ab_pid=([this]="$fast_sidecar_pid" [other]="$against_pid")
     declare -A ab_cpu_sum=([this]=0 [other]=0) ab_rps_sum=([this]=0 [other]=0)
     answer="$(post "${ab_url[other]}" "$CALL")"
